@@ -1,0 +1,1 @@
+"""analysis: features, masked-average-pool prototypes, dendrograms and dataset statistics."""

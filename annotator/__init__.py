@@ -1,0 +1,1 @@
+"""annotator: the moving/static trajectory annotator (session model, proposals, Qt app)."""

@@ -1,0 +1,1 @@
+"""baselines: backbones, heads, models, losses, the training engine and evaluation."""
