@@ -1,0 +1,213 @@
+"""The ego's obstacle-avoiding driving agent: pure-pursuit steering and a speed controller along a lane
+route, a corridor check against the bounding boxes of the world's actors (ground truth, not
+perception), lane change or swerve when the next lane is free, braking otherwise.
+
+CARLA's own `agents` package is not in the wheel and its autopilot ignores props, hence this agent.
+Planning happens in the route frame of `carla_scenarios.route` (s ahead, t right of the start lane);
+a lane change is a lateral offset of one lane width.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from carla_scenarios.route import Route
+
+# Horizon (s) over which moving actors' footprints are swept along their velocity.
+PREDICTION_S = 2.0
+COMFORT_DECEL = 2.5  # m/s^2 used to derive the speed that still allows stopping before an obstacle
+
+
+@dataclass
+class Obstacle:
+    actor_id: int
+    kind: str  # "static", "vehicle" or "walker"
+    corners_xy: np.ndarray  # (K, 2) footprint corners, CARLA world
+    velocity_xy: tuple[float, float]
+
+
+def actor_kind(type_id: str) -> str | None:
+    """Obstacle kind of an actor type id, None for actors that are not physical obstacles."""
+    if type_id.startswith("vehicle."):
+        return "vehicle"
+    if type_id.startswith("walker."):
+        return "walker"
+    if type_id.startswith("static."):
+        return "static"
+    return None
+
+
+def obstacle_of(actor) -> Obstacle | None:
+    """Footprint of a CARLA actor from its bounding box and transform (None for sensors etc.)."""
+    kind = actor_kind(actor.type_id)
+    if kind is None:
+        return None
+    verts = actor.bounding_box.get_world_vertices(actor.get_transform())
+    corners = np.array([[v.x, v.y] for v in verts])
+    vel = actor.get_velocity() if kind != "static" else None
+    return Obstacle(actor.id, kind, corners, (vel.x, vel.y) if vel is not None else (0.0, 0.0))
+
+
+def obstacles_from_actors(actors, ego_id: int) -> list[Obstacle]:
+    out = []
+    for actor in actors:
+        if actor.id == ego_id:
+            continue
+        ob = obstacle_of(actor)
+        if ob is not None:
+            out.append(ob)
+    return out
+
+
+def pure_pursuit_steer(
+    pose_xy: tuple[float, float], yaw_deg: float, target_xy: tuple[float, float], wheelbase: float, max_steer_deg: float
+) -> float:
+    """CARLA steer command in [-1, 1] (positive = right) that turns the rear axle at `pose_xy` onto
+    `target_xy` along a circular arc (pure pursuit)."""
+    dx, dy = target_xy[0] - pose_xy[0], target_xy[1] - pose_xy[1]
+    r = math.radians(yaw_deg)
+    fwd = dx * math.cos(r) + dy * math.sin(r)
+    right = -dx * math.sin(r) + dy * math.cos(r)
+    dist = math.hypot(fwd, right)
+    if dist < 1e-6:
+        return 0.0
+    alpha = math.atan2(right, fwd)
+    delta = math.atan2(2.0 * wheelbase * math.sin(alpha), dist)
+    return float(np.clip(delta / math.radians(max_steer_deg), -1.0, 1.0))
+
+
+def stopping_speed(gap: float, decel: float = COMFORT_DECEL) -> float:
+    """Highest speed (m/s) from which the ego still stops within `gap` metres."""
+    return math.sqrt(2.0 * decel * max(gap, 0.0))
+
+
+@dataclass
+class Control:
+    throttle: float
+    steer: float
+    brake: float
+
+
+class AvoidingAgent:
+    """Drives one vehicle along a `Route`; `run_step(obstacles, pose, speed)` returns a `Control`."""
+
+    def __init__(
+        self,
+        route: Route,
+        half_length: float,
+        half_width: float,
+        target_speed: float = 7.0,
+        speed_limit: float = 8.33,
+        wheelbase: float = 2.7,
+        max_steer_deg: float = 70.0,
+        margin: float = 0.5,
+    ):
+        if route.length < 10.0:
+            raise ValueError(f"route too short for the agent: {route.length:.1f} m")
+        self.route = route
+        self.half_length = half_length
+        self.half_width = half_width
+        self.target_speed = min(target_speed, speed_limit)
+        self.speed_limit = speed_limit
+        self.wheelbase = wheelbase
+        self.max_steer_deg = max_steer_deg
+        self.margin = margin
+        self.offset = 0.0  # current target lateral offset (route frame)
+        self._integral = 0.0
+        self.last_gap = math.inf
+
+    # -- planning ---------------------------------------------------------------------------------
+
+    def _footprints(self, obstacles: list[Obstacle]):
+        """Per obstacle: s_min, s_max, t_min, t_max, kind, in the route frame (moving ones swept)."""
+        rows = []
+        for ob in obstacles:
+            pts = ob.corners_xy
+            vx, vy = ob.velocity_xy
+            if ob.kind != "static" and vx * vx + vy * vy > 0.04:
+                pts = np.vstack([pts, pts + np.array([vx, vy]) * PREDICTION_S])
+            s, t = self.route.frenet(pts)
+            rows.append((s.min(), s.max(), t.min(), t.max(), ob.kind))
+        return rows
+
+    def _free_distance(self, rows, ego_s: float, ego_t: float, offset: float, lookahead: float) -> float:
+        """Distance from the ego's front to the first obstacle in the corridor of `offset` (the lateral
+        sweep from the current position included); inf if clear within the lookahead."""
+        hw = self.half_width + self.margin
+        sweep_lo, sweep_hi = min(ego_t, offset) - hw, max(ego_t, offset) + hw
+        sweep_end = ego_s + self.half_length + max(8.0, 0.8 * lookahead)
+        front = ego_s + self.half_length
+        best = math.inf
+        for s_min, s_max, t_min, t_max, kind in rows:
+            if s_max < ego_s - self.half_length - (8.0 if kind == "vehicle" else 1.0):
+                continue  # behind us (a vehicle behind still matters while we move over)
+            if s_min > front + lookahead:
+                continue
+            in_target = t_max > offset - hw and t_min < offset + hw
+            in_sweep = t_max > sweep_lo and t_min < sweep_hi and s_min < sweep_end
+            if not (in_target or in_sweep):
+                continue
+            if s_max < ego_s - self.half_length and abs(offset - ego_t) < 0.5:
+                continue  # traffic behind in our own lane is its business; it matters only when moving over
+            best = min(best, max(s_min - front, 0.0))
+        return best
+
+    def _lane_offsets(self, ego_s: float) -> list[float]:
+        """Candidate lateral offsets in order of preference (lane centre first)."""
+        i = self.route.index_at(ego_s)
+        w = float(self.route.lane_width[i])
+        opts = [0.0]
+        if self.route.left_free_lane[i]:
+            opts.append(-w)
+        if self.route.right_free_lane[i]:
+            opts.append(w)
+        opts += [-0.45 * w, 0.45 * w]
+        return opts
+
+    def plan(self, obstacles: list[Obstacle], ego_s: float, ego_t: float, speed: float) -> tuple[float, float]:
+        """Choose the lateral offset and the free distance ahead in its corridor."""
+        lookahead = max(15.0, speed * speed / (2 * COMFORT_DECEL) + 2.0 * speed + 6.0)
+        rows = self._footprints(obstacles)
+        gaps = {o: self._free_distance(rows, ego_s, ego_t, o, lookahead) for o in self._lane_offsets(ego_s)}
+        if self.offset not in gaps:
+            gaps[self.offset] = self._free_distance(rows, ego_s, ego_t, self.offset, lookahead)
+        if math.isinf(gaps[0.0]):
+            choice = 0.0
+        elif math.isinf(gaps[self.offset]):
+            choice = self.offset
+        else:
+            free = [o for o in gaps if math.isinf(gaps[o])]
+            choice = free[0] if free else max(gaps, key=lambda o: (gaps[o], o == self.offset))
+        self.offset = choice
+        return choice, gaps[choice]
+
+    # -- control ----------------------------------------------------------------------------------
+
+    def run_step(self, obstacles: list[Obstacle], x: float, y: float, yaw_deg: float, speed: float, dt: float) -> Control:
+        """One control step from the ego's pose (CARLA world, centre of its box) and speed (m/s)."""
+        (s,), (t,) = self.route.frenet(np.array([[x, y]]))
+        offset, gap = self.plan(obstacles, float(s), float(t), speed)
+        self.last_gap = gap
+        r = math.radians(yaw_deg)
+        rear = (x - 0.5 * self.wheelbase * math.cos(r), y - 0.5 * self.wheelbase * math.sin(r))
+        ld = max(5.0, 1.0 * speed + 3.0)
+        tx, ty, _, _ = self.route.pose_at(float(s) + ld, offset)
+        steer = pure_pursuit_steer(rear, yaw_deg, (tx, ty), self.wheelbase, self.max_steer_deg)
+
+        remaining = self.route.length - float(s) - self.half_length
+        target = min(self.target_speed, self.speed_limit, stopping_speed(min(gap, remaining) - 3.0))
+        if abs(offset - t) > 0.5:
+            target = min(target, 0.8 * self.target_speed)  # take lane changes a little slower
+        err = target - speed
+        if target < 0.05 or err < -1.5 or min(gap, remaining) < 3.0:
+            self._integral = 0.0
+            brake = 1.0 if (target < 0.05 or min(gap, remaining) < 3.0) else float(np.clip(-0.3 * err, 0.0, 1.0))
+            return Control(0.0, steer, brake)
+        self._integral = float(np.clip(self._integral + err * dt, -5.0, 5.0))
+        throttle = float(np.clip(0.35 * err + 0.05 * self._integral + 0.2, 0.0, 0.8))
+        if err < -0.3:
+            return Control(0.0, steer, float(np.clip(-0.2 * err, 0.0, 0.5)))
+        return Control(throttle, steer, 0.0)

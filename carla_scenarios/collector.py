@@ -1,0 +1,637 @@
+"""The collector: plans the episode list (towns x scenarios x seeds, sharded), connects to a backend,
+and runs each episode: town, weather and traffic from the episode seed, the scenario's unknown objects
+on the ego's route, the agent driving, the rig rendering, the recorder writing every k-th tick.
+
+Every resource an episode takes (synchronous mode, actors, sensors, the partial file) is released in a
+context manager, also on Ctrl-C and on server errors. A file only gets its final name when complete,
+so `--resume` can skip finished episodes (listed in the manifest) and redo the rest.
+
+Besides the episode file, each episode gets `<name>.tracks.json` beside it: the per-frame transforms and
+velocities of the dynamic actors (NPC vehicles and walkers), from which the export derives the true
+moving/static state of each track. It is written before the episode file is completed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import shutil
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import carla
+import numpy as np
+
+from carla_scenarios import decode
+from carla_scenarios.agent import AvoidingAgent, obstacles_from_actors
+from carla_scenarios.recorder import EpisodeRecorder
+from carla_scenarios.rig import CAMERA_MOUNT, ActorRegistry, SensorRig, SynchronousMode
+from carla_scenarios.route import Route, lane_route
+from carla_scenarios.scenarios import Layout, plan_layout, world_pose
+from vca_data.episodes import EPISODES_DIR, episode_filename, read_manifest, update_manifest, validate
+from vca_data.io import atomic_write_json
+from vca_data.labels import SCENARIOS, Catalogue, default_catalogue, normalize_town
+
+log = logging.getLogger(__name__)
+
+TRACKS_SUFFIX = ".tracks.json"
+# NPC counts per town (vehicles, walkers), ranges drawn from per episode: busier towns get more.
+TOWN_TRAFFIC = {
+    "Town01": ((6, 12), (6, 12)),
+    "Town02": ((5, 10), (6, 12)),
+    "Town03": ((10, 18), (8, 16)),
+    "Town05": ((10, 18), (8, 14)),
+    "Town07": ((4, 8), (4, 8)),
+    "Town10HD": ((8, 16), (10, 18)),
+}
+DEFAULT_TRAFFIC = ((6, 12), (6, 12))
+WEATHER_PRESETS = (
+    "ClearNoon", "CloudyNoon", "WetNoon", "WetCloudyNoon", "SoftRainNoon", "MidRainyNoon", "HardRainNoon",
+    "ClearSunset", "CloudySunset", "WetSunset", "SoftRainSunset", "ClearNight", "CloudyNight",
+)
+WEATHER_FIELDS = (
+    "cloudiness", "precipitation", "precipitation_deposits", "wind_intensity", "sun_azimuth_angle",
+    "sun_altitude_angle", "fog_density", "fog_distance", "wetness",
+)
+
+
+class CollectError(RuntimeError):
+    """Collection cannot go on (no server, lost server, sensor timeout); the message says why."""
+
+
+class EpisodeSkipped(RuntimeError):
+    """This episode cannot be staged in this town (no suitable route, blueprint missing)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Planning
+# ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class EpisodeSpec:
+    town: str
+    scenario: str
+    seed: int
+    split: str
+
+    @property
+    def filename(self) -> str:
+        return episode_filename(self.town, self.scenario, self.seed)
+
+
+def plan_episodes(towns: list[str], scenarios: list[str], episodes: int, seed: int,
+                  catalogue: Catalogue | None = None) -> list[EpisodeSpec]:
+    """Episodes `seed .. seed+episodes-1` of every town x scenario, in a fixed order."""
+    catalogue = catalogue or default_catalogue()
+    if episodes < 1:
+        raise ValueError(f"--episodes must be at least 1, got {episodes}")
+    if seed < 0:
+        raise ValueError(f"--seed must be non-negative, got {seed}")
+    specs = []
+    for town in towns:
+        town = normalize_town(town)
+        split = catalogue.split_of_town(town)
+        for scenario in scenarios:
+            if scenario not in SCENARIOS:
+                raise ValueError(f"unknown scenario {scenario!r}; expected one of {list(SCENARIOS)}")
+            specs += [EpisodeSpec(town, scenario, seed + i, split) for i in range(episodes)]
+    return specs
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """'i/N' -> (i, N) with 0 <= i < N."""
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise ValueError(f"--shard must look like i/N (e.g. 0/4), got {text!r}") from None
+    if n < 1 or not 0 <= i < n:
+        raise ValueError(f"--shard {text}: need N >= 1 and 0 <= i < N")
+    return i, n
+
+
+def shard_episodes(specs: list[EpisodeSpec], index: int, count: int) -> list[EpisodeSpec]:
+    """The part of the episode list that shard `index` of `count` collects: disjoint, together complete,
+    independent of list order (by a hash of the file name), so shards balance towns and scenarios."""
+    return [s for s in specs if zlib.crc32(s.filename.encode()) % count == index]
+
+
+def episode_rng(spec: EpisodeSpec) -> np.random.Generator:
+    """The episode's one random generator, from its seed, town and scenario."""
+    key = [spec.seed, zlib.crc32(spec.town.encode()), zlib.crc32(spec.scenario.encode())]
+    return np.random.default_rng(np.random.SeedSequence(key))
+
+
+def random_weather(rng: np.random.Generator) -> tuple[carla.WeatherParameters, dict]:
+    """A preset, then its continuous parameters perturbed; returns the weather and its record."""
+    name = WEATHER_PRESETS[int(rng.integers(len(WEATHER_PRESETS)))]
+    w = getattr(carla.WeatherParameters, name)
+    weather = carla.WeatherParameters(
+        cloudiness=float(np.clip(w.cloudiness + rng.uniform(-15, 15), 0, 100)),
+        precipitation=float(np.clip(w.precipitation + rng.uniform(-10, 10), 0, 100)),
+        precipitation_deposits=float(np.clip(w.precipitation_deposits + rng.uniform(-10, 10), 0, 100)),
+        wind_intensity=float(np.clip(w.wind_intensity + rng.uniform(-10, 10), 0, 100)),
+        sun_azimuth_angle=float((w.sun_azimuth_angle + rng.uniform(-40, 40)) % 360),
+        sun_altitude_angle=float(np.clip(w.sun_altitude_angle + rng.uniform(-10, 10), -90, 90)),
+        fog_density=float(np.clip(w.fog_density + rng.uniform(0, 10), 0, 100)),
+        fog_distance=float(max(w.fog_distance, 0.0)),
+        wetness=float(np.clip(w.wetness + rng.uniform(-10, 10), 0, 100)),
+    )
+    record = {"preset": name} | {f: round(float(getattr(weather, f)), 3) for f in WEATHER_FIELDS}
+    return weather, record
+
+
+# ---------------------------------------------------------------------------------------------
+# Backend
+# ---------------------------------------------------------------------------------------------
+
+def probe_carla(host: str, port: int, timeout: float = 2.0):
+    """A connected `carla.Client`, or None when no server answers within `timeout` seconds."""
+    client = carla.Client(host, port)
+    client.set_timeout(timeout)
+    try:
+        client.get_server_version()
+    except RuntimeError:
+        return None
+    return client
+
+
+def connect(backend: str, host: str, port: int, probe_timeout: float = 2.0, timeout: float = 30.0):
+    """(client, description) for backend 'auto', 'carla' or 'offline'; CollectError if a requested
+    CARLA server does not answer."""
+    if backend not in ("auto", "carla", "offline"):
+        raise ValueError(f"--backend must be auto, carla or offline, got {backend!r}")
+    if backend in ("auto", "carla"):
+        client = probe_carla(host, port, probe_timeout)
+        if client is not None:
+            client.set_timeout(timeout)
+            return client, f"carla (server {client.get_server_version()} at {host}:{port})"
+        if backend == "carla":
+            raise CollectError(
+                f"no CARLA server answered at {host}:{port} within {probe_timeout:g} s "
+                f"(start CarlaUE4.sh, check --host/--port, or use --backend offline)"
+            )
+    from carla_scenarios.offline import Client as OfflineClient
+
+    client = OfflineClient(host, port)
+    client.set_timeout(timeout)
+    why = "" if backend == "offline" else f", no CARLA server at {host}:{port}"
+    return client, f"offline (in-process PyBullet world{why})"
+
+
+def backend_name(description: str) -> str:
+    return description.split(" ", 1)[0]
+
+
+def load_town(client, town: str):
+    """The world with `town` loaded (reloading only when another map is loaded)."""
+    world = client.get_world()
+    if _map_basename(world.get_map().name) in (town, town + "_Opt"):
+        return world
+    maps = client.get_available_maps()
+    match = [m for m in maps if _map_basename(m) == town] or [m for m in maps if _map_basename(m) == town + "_Opt"]
+    if not match:
+        names = sorted({_map_basename(m) for m in maps})
+        raise EpisodeSkipped(f"town {town} is not available on this server (available: {', '.join(names)})")
+    return client.load_world(_map_basename(match[0]))
+
+
+def _map_basename(name: str) -> str:
+    return name.rstrip("/").rsplit("/", 1)[-1].split(".")[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# Staging an episode
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class CollectOptions:
+    frames: int = 20
+    frame_step: int = 2
+    width: int = 320
+    height: int = 180
+    fov: float = 90.0
+    dt: float = 0.05
+    sensor_timeout: float = 10.0
+    target_speed: float = 7.0
+    speed_limit: float = 8.33
+    warmup_ticks: int = 5
+    vehicles: int | None = None  # None: drawn from the town's range
+    walkers: int | None = None
+    tm_port: int = 8000
+
+    def validate(self) -> None:
+        if self.frames < 1:
+            raise ValueError(f"--frames must be at least 1, got {self.frames}")
+        if self.frame_step < 1:
+            raise ValueError(f"--frame-step must be at least 1, got {self.frame_step}")
+        if not (8 <= self.width <= 4096 and 8 <= self.height <= 4096):
+            raise ValueError(f"--width/--height must be in 8..4096, got {self.width}x{self.height}")
+        if not 10.0 <= self.fov <= 170.0:
+            raise ValueError(f"--fov must be in 10..170 degrees, got {self.fov}")
+        for name in ("vehicles", "walkers"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ValueError(f"--{name} must be non-negative, got {value}")
+
+    @property
+    def ticks(self) -> int:
+        return self.frames * self.frame_step
+
+    def drive_distance(self) -> float:
+        return self.ticks * self.dt * self.target_speed
+
+
+@dataclass
+class EpisodeResult:
+    spec: EpisodeSpec
+    path: Path | None
+    frames: int = 0
+    unknown_pixels: int = 0
+    collisions: list = field(default_factory=list)
+    unknown_objects: list = field(default_factory=list)
+    seen_objects: set = field(default_factory=set)
+    seconds: float = 0.0
+    skipped: str | None = None
+
+    @property
+    def all_objects_seen(self) -> bool:
+        return bool(self.unknown_objects) and {o["actor_id"] for o in self.unknown_objects} <= self.seen_objects
+
+
+def layout_distance(options: CollectOptions) -> tuple[float, float]:
+    """Where the scenario starts ahead of the ego: about 40 m (as the VCA authors) for long episodes,
+    closer for short ones, so that the ego reaches the objects before the episode ends."""
+    far = min(38.0, 0.75 * options.drive_distance() + 14.0)
+    return max(12.0, far - 8.0), max(16.0, far)
+
+
+def choose_route(carla_map, region_end: float, needed: float, rng: np.random.Generator,
+                 max_tries: int = 60) -> tuple[carla.Transform, Route]:
+    """A spawn point whose lane runs `needed` metres ahead, straight and junction-free over the first
+    `region_end` metres where the scenario stands (so the objects stand on a road and the agent can
+    pass them), preferring spawn points with a same-direction lane to the left to change into."""
+    points = list(carla_map.get_spawn_points())
+    if not points:
+        raise EpisodeSkipped("the map has no spawn points")
+    order = rng.permutation(len(points))[:max_tries]
+    best = None
+    for k in order:
+        sp = points[int(k)]
+        wp = carla_map.get_waypoint(sp.location)
+        if wp is None:
+            continue
+        try:
+            route = lane_route(wp, needed)
+        except ValueError:
+            continue
+        if route.length < needed - 1.0:
+            continue
+        region = route.s <= region_end
+        yaw = np.unwrap(np.radians(route.yaw[region]))
+        straight = float(np.ptp(yaw)) < math.radians(10.0)
+        clear = not route.junction[region].any()
+        left = bool(route.left_free_lane[region].all())
+        score = (straight and clear) * 2 + left
+        if score == 3:
+            return sp, route
+        if best is None or score > best[0]:
+            best = (score, sp, route)
+    if best is None or best[0] < 2:
+        raise EpisodeSkipped(f"no spawn point with a straight junction-free lane of {needed:.0f} m")
+    return best[1], best[2]
+
+
+def _transform(x: float, y: float, z: float, yaw: float) -> carla.Transform:
+    return carla.Transform(carla.Location(x=x, y=y, z=z), carla.Rotation(yaw=yaw))
+
+
+def _blueprint(library, bp_id: str, attributes: dict | None = None):
+    try:
+        bp = library.find(bp_id)
+    except (IndexError, RuntimeError, KeyError):
+        raise EpisodeSkipped(f"blueprint {bp_id} is not in this server's blueprint library") from None
+    for key, value in (attributes or {}).items():
+        bp.set_attribute(key, str(value))
+    return bp
+
+
+def spawn_unknown_objects(world, registry: ActorRegistry, layout: Layout, route: Route) -> list[dict]:
+    """Spawn the layout's objects; returns their records (objects whose spot is taken are left out)."""
+    library = world.get_blueprint_library()
+    records = []
+    for p in layout.objects:
+        x, y, z, yaw = world_pose(route, p.s, p.t, p.yaw)
+        tf = _transform(x, y, z, yaw)
+        actor = registry.try_spawn(_blueprint(library, p.blueprint.id, p.blueprint.attributes), tf)
+        if actor is None:
+            log.info("spot of a %s at s=%.1f t=%.1f is taken; left out", p.unknown.name, p.s, p.t)
+            continue
+        records.append({
+            "actor_id": int(actor.id), "fine_id": p.unknown.fine_id, "class": p.unknown.name,
+            "blueprint": p.blueprint.id, "transform": [x, y, z, 0.0, yaw, 0.0],
+            "route_s": round(p.s, 3), "route_t": round(p.t, 3),
+        })
+    return records
+
+
+def _cars(library, rng: np.random.Generator) -> list:
+    vehicles = sorted(library.filter("vehicle.*"), key=lambda b: b.id)
+    cars = [b for b in vehicles if b.has_attribute("number_of_wheels") and int(b.get_attribute("number_of_wheels")) == 4]
+    if not (cars or vehicles):
+        raise EpisodeSkipped("no vehicle blueprints in the library")
+    return cars or vehicles
+
+
+def spawn_traffic(client, world, registry: ActorRegistry, rng: np.random.Generator, count: int,
+                  avoid: list[carla.Location], tm_port: int) -> list:
+    """NPC vehicles on the Traffic Manager's autopilot, at seeded spawn points away from `avoid`."""
+    if count == 0:
+        return []
+    library = world.get_blueprint_library()
+    cars = _cars(library, rng)
+    points = [p for p in world.get_map().get_spawn_points()
+              if all(p.location.distance(a) > 15.0 for a in avoid)]
+    order = rng.permutation(len(points))[:count]
+    batch = []
+    for k in order:
+        bp = cars[int(rng.integers(len(cars)))]
+        if bp.has_attribute("color"):
+            values = bp.get_attribute("color").recommended_values
+            if values:
+                bp.set_attribute("color", values[int(rng.integers(len(values)))])
+        if bp.has_attribute("role_name"):
+            bp.set_attribute("role_name", "autopilot")
+        batch.append(carla.command.SpawnActor(bp, points[int(k)]).then(
+            carla.command.SetAutopilot(carla.command.FutureActor, True, tm_port)))
+    ids = [r.actor_id for r in client.apply_batch_sync(batch, True) if not r.error]
+    actors = list(world.get_actors(ids)) if ids else []
+    for a in actors:
+        registry.add(a)
+    return actors
+
+
+def spawn_walkers(client, world, registry: ActorRegistry, rng: np.random.Generator, count: int,
+                  avoid: list[carla.Location]) -> list:
+    """NPC walkers on the navigation mesh, each with an AI controller walking to a random spot."""
+    if count == 0:
+        return []
+    library = world.get_blueprint_library()
+    walker_bps = sorted(library.filter("walker.pedestrian.*"), key=lambda b: b.id)
+    if not walker_bps:
+        return []
+    world.set_pedestrians_seed(int(rng.integers(2**31)))
+    batch = []
+    for _ in range(count):
+        loc = world.get_random_location_from_navigation()
+        if loc is None or any(loc.distance(a) < 4.0 for a in avoid):
+            continue
+        bp = walker_bps[int(rng.integers(len(walker_bps)))]
+        if bp.has_attribute("is_invincible"):
+            bp.set_attribute("is_invincible", "false")
+        batch.append(carla.command.SpawnActor(bp, carla.Transform(loc + carla.Location(z=1.0))))
+    ids = [r.actor_id for r in client.apply_batch_sync(batch, True) if not r.error]
+    walkers = list(world.get_actors(ids)) if ids else []
+    for w in walkers:
+        registry.add(w)
+    controller_bp = library.find("controller.ai.walker")
+    batch = [carla.command.SpawnActor(controller_bp, carla.Transform(), w.id) for w in walkers]
+    cids = [r.actor_id for r in client.apply_batch_sync(batch, True) if not r.error] if batch else []
+    controllers = list(world.get_actors(cids)) if cids else []
+    for c in controllers:
+        registry.add(c)
+    world.tick()  # controllers need one tick before they can be started
+    for c in controllers:
+        c.start()
+        c.go_to_location(world.get_random_location_from_navigation())
+        c.set_max_speed(float(rng.uniform(0.8, 1.8)))
+    return walkers
+
+
+def spawn_scenario_walkers(world, registry: ActorRegistry, layout: Layout, route: Route,
+                           rng: np.random.Generator) -> list:
+    """The standing pedestrians of a layout (the parking scenario's shopper)."""
+    walker_bps = sorted(world.get_blueprint_library().filter("walker.pedestrian.*"), key=lambda b: b.id)
+    out = []
+    for wp in layout.walkers if walker_bps else ():
+        x, y, z, yaw = world_pose(route, wp.s, wp.t, wp.yaw)
+        bp = walker_bps[int(rng.integers(len(walker_bps)))]
+        actor = registry.try_spawn(bp, _transform(x, y, z + 1.0, yaw))
+        if actor is not None:
+            out.append(actor)
+    return out
+
+
+def actor_state(actor) -> list[float]:
+    """[x, y, z, yaw, vx, vy, vz] of an actor, CARLA world frame."""
+    tf = actor.get_transform()
+    v = actor.get_velocity()
+    return [tf.location.x, tf.location.y, tf.location.z, tf.rotation.yaw, v.x, v.y, v.z]
+
+
+# ---------------------------------------------------------------------------------------------
+# One episode
+# ---------------------------------------------------------------------------------------------
+
+def collect_episode(client, spec: EpisodeSpec, options: CollectOptions, data_dir: Path, backend: str,
+                    catalogue: Catalogue | None = None, progress: Callable[[int], None] | None = None,
+                    on_tick: Callable[[int], None] | None = None) -> EpisodeResult:
+    """Stage, drive, record and clean up one episode; returns what was recorded. Raises EpisodeSkipped
+    when the town cannot stage it, anything else when the backend fails (after cleaning up)."""
+    catalogue = catalogue or default_catalogue()
+    start = time.perf_counter()
+    rng = episode_rng(spec)
+    path = Path(data_dir) / EPISODES_DIR / spec.filename
+    tracks_path = path.with_name(path.stem + TRACKS_SUFFIX)
+    path.with_name(path.name + ".part").unlink(missing_ok=True)
+    result = EpisodeResult(spec, None)
+
+    world = load_town(client, spec.town)
+    carla_map = world.get_map()
+    weather, weather_record = random_weather(rng)
+    classes = catalogue.unknown_classes(spec.split, spec.scenario)
+    tm = client.get_trafficmanager(options.tm_port)
+
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(SynchronousMode(world, options.dt, tm))
+        registry = stack.enter_context(ActorRegistry(world))
+        tm.set_random_device_seed(int(rng.integers(2**31)))
+        world.set_weather(weather)
+
+        near, far = layout_distance(options)
+        region_end = far + 12.0  # the construction layout reaches about 10 m beyond its start
+        spawn, route = choose_route(carla_map, region_end, max(region_end, options.drive_distance()) + 40.0, rng)
+        layout = plan_layout(spec.scenario, classes, float(route.lane_width[0]), rng, (near, far))
+
+        library = world.get_blueprint_library()
+        cars = _cars(library, rng)
+        ego_bp = cars[int(rng.integers(len(cars)))]
+        if ego_bp.has_attribute("role_name"):
+            ego_bp.set_attribute("role_name", "hero")
+        ego_tf = carla.Transform(spawn.location + carla.Location(z=0.3), spawn.rotation)
+        ego = registry.try_spawn(ego_bp, ego_tf)
+        if ego is None:
+            raise EpisodeSkipped(f"the ego's spawn point at {spawn.location} is occupied")
+
+        unknown_objects = spawn_unknown_objects(world, registry, layout, route)
+        if not unknown_objects:
+            raise EpisodeSkipped("none of the scenario's objects could be spawned")
+        avoid = [spawn.location] + [carla.Location(x=o["transform"][0], y=o["transform"][1], z=o["transform"][2])
+                                    for o in unknown_objects]
+        scene_walkers = spawn_scenario_walkers(world, registry, layout, route, rng)
+        (v_lo, v_hi), (w_lo, w_hi) = TOWN_TRAFFIC.get(spec.town, DEFAULT_TRAFFIC)
+        n_vehicles = options.vehicles if options.vehicles is not None else int(rng.integers(v_lo, v_hi + 1))
+        n_walkers = options.walkers if options.walkers is not None else int(rng.integers(w_lo, w_hi + 1))
+        npc_vehicles = spawn_traffic(client, world, registry, rng, n_vehicles, avoid, options.tm_port)
+        npc_walkers = spawn_walkers(client, world, registry, rng, n_walkers, avoid)
+        dynamic = [(a, "vehicle") for a in npc_vehicles] + [(a, "walker") for a in npc_walkers + scene_walkers]
+
+        rig = SensorRig(world, registry, ego, options.width, options.height, options.fov, options.sensor_timeout)
+        for _ in range(options.warmup_ticks):
+            rig.tick()
+
+        ext = ego.bounding_box.extent
+        agent = AvoidingAgent(route, half_length=float(ext.x), half_width=float(ext.y),
+                              target_speed=options.target_speed, speed_limit=options.speed_limit)
+        lut = decode.fine_lookup({o["actor_id"]: o["fine_id"] for o in unknown_objects})
+        key_of = {decode.instance_key(o["actor_id"]): o["actor_id"] for o in unknown_objects}
+        attrs = {
+            "town": spec.town, "scenario": spec.scenario, "split": spec.split, "seed": spec.seed,
+            "weather": weather_record, "backend": backend, "width": options.width, "height": options.height,
+            "fov": float(options.fov),
+            "intrinsics": decode.intrinsics(options.width, options.height, options.fov).tolist(),
+            "extrinsics": decode.vehicle_from_camera(CAMERA_MOUNT.get_matrix()).tolist(),
+            "dt": options.dt, "frame_step": options.frame_step, "unknown_objects": unknown_objects,
+            "pose_convention": decode.POSE_CONVENTION,
+            "instance_encoding": "actor id & 0xFFFF (CARLA instance camera: G + 256 B)",
+            "ego": {"actor_id": int(ego.id), "blueprint": ego_bp.id},
+            "npc_vehicles": len(npc_vehicles), "npc_walkers": len(npc_walkers) + len(scene_walkers),
+            "route_length": round(route.length, 2),
+        }
+        tracks = {
+            str(a.id): {"kind": kind, "blueprint": a.type_id, "frames": [], "states": []} for a, kind in dynamic
+        }
+        recorder = stack.enter_context(EpisodeRecorder(path, attrs, options.height, options.width))
+        for tick in range(options.ticks):
+            ego_tf = ego.get_transform()
+            vel = ego.get_velocity()
+            speed = math.hypot(vel.x, vel.y)
+            obstacles = obstacles_from_actors(world.get_actors(), ego.id)
+            c = agent.run_step(obstacles, ego_tf.location.x, ego_tf.location.y, ego_tf.rotation.yaw, speed, options.dt)
+            ego.apply_control(carla.VehicleControl(throttle=c.throttle, steer=c.steer, brake=c.brake))
+            rf = rig.tick()
+            if on_tick is not None:
+                on_tick(tick)
+            if tick % options.frame_step:
+                continue
+            img = rf.images
+            instance = decode.decode_instance_ids(img["instance"])
+            fine = decode.fine_map(instance, lut)
+            result.unknown_pixels += int(np.count_nonzero(fine))
+            seen = np.unique(instance[fine > 0])
+            result.seen_objects.update(key_of[int(k)] for k in seen)
+            recorder.put({
+                "rgb": decode.decode_rgb(img["rgb"]), "depth": decode.decode_depth(img["depth"]),
+                "semantic": decode.decode_semantic(img["semantic"]), "instance": instance, "fine": fine,
+                "ego_pose": decode.camera_pose(img["rgb"].transform.get_matrix()),
+                "timestamp": rf.timestamp, "frame": rf.frame,
+            })
+            for a, _ in dynamic:
+                t = tracks[str(a.id)]
+                t["frames"].append(rf.frame)
+                t["states"].append([round(v, 4) for v in actor_state(a)])
+            if progress is not None:
+                progress(1)
+        atomic_write_json(tracks_path, {"episode": path.name, "dt": options.dt, "frame_step": options.frame_step,
+                                        "state_fields": ["x", "y", "z", "yaw", "vx", "vy", "vz"],
+                                        "frame": "CARLA world (left-handed, metres, degrees)",
+                                        "tracks": tracks}, indent=None)
+        result.collisions = list(rig.collisions)
+        result.path = recorder.close()
+        result.frames = recorder.frames
+        result.unknown_objects = unknown_objects
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+
+# ---------------------------------------------------------------------------------------------
+# A run of episodes
+# ---------------------------------------------------------------------------------------------
+
+def completed_episodes(data_dir: Path) -> set[str]:
+    """File names of the episodes the manifest lists as complete (and that exist)."""
+    data_dir = Path(data_dir)
+    if not (data_dir / "manifest.json").exists():
+        return set()
+    return {Path(e["file"]).name for e in read_manifest(data_dir)}
+
+
+def adopt_finished(data_dir: Path, specs: list[EpisodeSpec]) -> None:
+    """Add complete episode files missing from the manifest (a run killed between the rename and the
+    manifest update) and delete leftover `.part` files of the planned episodes."""
+    ep_dir = Path(data_dir) / EPISODES_DIR
+    listed = completed_episodes(data_dir)
+    for spec in specs:
+        path = ep_dir / spec.filename
+        path.with_name(path.name + ".part").unlink(missing_ok=True)
+        if spec.filename not in listed and path.exists() and not validate(path) \
+                and path.with_name(path.stem + TRACKS_SUFFIX).exists():
+            update_manifest(Path(data_dir), path)
+
+
+def merge_datasets(sources: list[Path], out: Path, link: bool = True) -> int:
+    """Merge the complete episodes of several dataset folders (e.g. shards) into `out`: files are
+    hard-linked (copied across file systems) with their track files, and `out`'s manifest updated.
+    Returns the number of episodes merged; an episode present in two sources with different sizes is
+    an error."""
+    out = Path(out)
+    (out / EPISODES_DIR).mkdir(parents=True, exist_ok=True)
+    merged = 0
+    for src in sources:
+        src = Path(src)
+        if not (src / "manifest.json").exists():
+            raise CollectError(f"{src}: no manifest.json (not a collected dataset folder)")
+        for entry in read_manifest(src):
+            file = src / entry["file"]
+            target = out / EPISODES_DIR / file.name
+            for a, b in ((file, target), (file.with_name(file.stem + TRACKS_SUFFIX), target.with_name(file.stem + TRACKS_SUFFIX))):
+                if not a.exists():
+                    continue
+                if b.exists():
+                    if b.stat().st_size != a.stat().st_size:
+                        raise CollectError(f"{a} and {b} are different versions of one episode")
+                    continue
+                if link:
+                    try:
+                        os.link(a, b)
+                        continue
+                    except OSError:
+                        pass
+                shutil.copy2(a, b)
+            update_manifest(out, target)
+            merged += 1
+    return merged
+
+
+def tracks_file(episode_path: Path) -> Path:
+    return Path(episode_path).with_name(Path(episode_path).stem + TRACKS_SUFFIX)
+
+
+def read_tracks(episode_path: Path) -> dict:
+    """The dynamic actors' per-frame states of an episode (its `.tracks.json`)."""
+    path = tracks_file(episode_path)
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CollectError(f"{path}: missing (the actor tracks of {Path(episode_path).name})") from None
+    except json.JSONDecodeError as e:
+        raise CollectError(f"{path}: line {e.lineno}: invalid JSON ({e.msg})") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("tracks"), dict):
+        raise CollectError(f"{path}: expected an object with 'tracks'")
+    return doc
