@@ -109,6 +109,7 @@ class AnnotationSession:
                 for name in (labels_path.name, PROPOSALS_FILE):
                     for debris in labels_path.parent.glob(f".{name}.*.tmp"):
                         debris.unlink(missing_ok=True)
+                labels_path.with_name(f".{labels_path.name}.proposal-run.json").unlink(missing_ok=True)
             notes.append(note)
         if corrupt_error is not None:
             stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
@@ -294,31 +295,37 @@ class AnnotationSession:
         self._undo.append(change)
         return change
 
-    def reload_proposals(self) -> int:
-        """Re-read proposals after a proposal run wrote them into the labels file: proposal entries
-        move to the proposals file and manual labels made meanwhile are kept. Returns how many
-        proposals this sequence has."""
+    @property
+    def proposal_run_path(self) -> Path:
+        """Where a proposal run writes (never the labels file, which only this session writes)."""
+        return self.labels_path.with_name(f".{self.labels_path.name}.proposal-run.json")
+
+    def merge_proposals(self, run_path: Path | None = None) -> int:
+        """Take this sequence's proposals from a proposal run's output (default `proposal_run_path`,
+        removed afterwards): they replace the previous proposals; tracks without a confirmed label
+        show them; confirmed labels stay. Saved at once. Returns how many proposals there are."""
+        run_path = Path(run_path) if run_path is not None else self.proposal_run_path
         try:
-            on_disk = MotionLabels.load(self.labels_path) if self.labels_path.exists() else None
-        except (MotionLabelsError, ValueError) as exc:
-            raise SessionError(f"{self.labels_path}: proposals could not be read back: {exc}") from exc
-        if on_disk is not None:
-            for seq, entries in on_disk.sequences.items():
-                for tid, entry in entries.items():
-                    if entry.source == "proposal":
-                        self.proposals.sequences.setdefault(seq, {})[tid] = entry
-                    elif seq != self.name:
-                        self.labels.sequences.setdefault(seq, {}).setdefault(tid, entry)
-        # Our in-memory labels are authoritative for this sequence (a label set during the run wins).
-        for seq, entries in self.proposals.sequences.items():
-            mine = self.labels.sequences.setdefault(seq, {})
-            for tid, proposal in entries.items():
-                current = mine.get(tid)
-                if current is None or current.source == "proposal":
-                    mine[tid] = copy.deepcopy(proposal)
+            run = MotionLabels.load(run_path)
+        except (MotionLabelsError, OSError) as exc:
+            raise SessionError(f"{run_path}: proposals could not be read back: {exc}") from exc
+        if run.dataset != self.sequence.dataset:
+            raise SessionError(f"{run_path}: proposals for a {run.dataset} dataset, not {self.sequence.dataset}")
+        fresh = {tid: e for tid, e in run.sequences.get(self.name, {}).items()
+                 if e.source == "proposal" and tid in self.tracks}
+        self.proposals.sequences[self.name] = fresh
+        entries = self.labels.sequences.setdefault(self.name, {})
+        for tid in [t for t, e in entries.items() if e.source == "proposal" and t not in fresh]:
+            del entries[tid]  # the new run is unsure about this track
+        for tid, proposal in fresh.items():
+            current = entries.get(tid)
+            if current is None or current.source == "proposal":
+                entries[tid] = copy.deepcopy(proposal)
         self._save()
         self.version += 1
-        return len(self.proposals.sequences.get(self.name, {}))
+        if run_path == self.proposal_run_path:
+            run_path.unlink(missing_ok=True)
+        return len(fresh)
 
     # ---------------------------------------------------------------- internals
 
