@@ -1,0 +1,140 @@
+"""`Client` of the offline world: the in-process stand-in for a CARLA server at host:port.
+
+One simulated server exists per (host, port) in a process, so clients created with the same address
+share its world and Traffic Managers, as they would share a real server.
+"""
+
+from __future__ import annotations
+
+from importlib import metadata
+
+import carla
+
+from . import command as offline_command
+from .map import TOWN_NAMES, map_path, town_of_map_name
+from .traffic import TrafficManager
+from .world import World
+
+VERSION = metadata.version("carla")  # the offline world speaks the API of the installed client
+DEFAULT_TOWN = "Town10HD"  # what a fresh CARLA server loads
+
+
+class _Server:
+    """State behind one address: the current world and the Traffic Managers by port."""
+
+    def __init__(self) -> None:
+        self.world: World | None = None
+        self._traffic_managers: dict[int, TrafficManager] = {}
+        self._episode = 0
+
+    def load(self, town: str) -> World:
+        if self.world is not None:
+            self.world._close()
+        for tm in self._traffic_managers.values():
+            tm.shut_down()
+        self._episode += 1
+        self.world = World(self, town, self._episode)
+        return self.world
+
+    def traffic_manager(self, port: int) -> TrafficManager:
+        if port not in self._traffic_managers:
+            self._traffic_managers[port] = TrafficManager(port)
+        return self._traffic_managers[port]
+
+    def traffic_managers(self) -> list[TrafficManager]:
+        return [self._traffic_managers[p] for p in sorted(self._traffic_managers)]
+
+
+_SERVERS: dict[tuple[str, int], _Server] = {}
+
+
+class Client:
+    """CARLA's Client interface over the offline world (no network; host and port name the world)."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 2000, worker_threads: int = 0) -> None:
+        self._address = (str(host), int(port))
+        self._timeout = 10.0
+        self._server = _SERVERS.setdefault(self._address, _Server())
+
+    def set_timeout(self, second: float) -> None:
+        self._timeout = float(second)
+
+    def get_client_version(self) -> str:
+        return VERSION
+
+    def get_server_version(self) -> str:
+        return VERSION
+
+    def get_available_maps(self) -> list[str]:
+        return [map_path(t) for t in TOWN_NAMES]
+
+    def get_world(self) -> World:
+        if self._server.world is None:
+            self._server.load(DEFAULT_TOWN)
+        return self._server.world
+
+    def load_world(self, map_name: str, reset_settings: bool = True, map_layers: carla.MapLayer = carla.MapLayer.All) -> World:
+        """Destroy every actor and load the town ('Town01' or '/Game/Carla/Maps/Town01')."""
+        previous = self._server.world
+        settings = previous.get_settings() if previous is not None and not reset_settings else None
+        world = self._server.load(town_of_map_name(map_name))
+        if settings is not None:
+            world.apply_settings(settings)
+        return world
+
+    def reload_world(self, reset_settings: bool = True) -> World:
+        return self.load_world(self.get_world().get_map().name, reset_settings)
+
+    def get_trafficmanager(self, client_connection: int = 8000) -> TrafficManager:
+        return self._server.traffic_manager(int(client_connection))
+
+    def apply_batch(self, commands: list, do_tick: bool = False) -> None:
+        self.apply_batch_sync(commands, do_tick)
+
+    def apply_batch_sync(self, commands: list, do_tick: bool = False) -> list[offline_command.Response]:
+        """Run the commands in order; each gives a Response (actor id or error). `then` commands run after
+        a successful spawn with FutureActor replaced by the new actor's id."""
+        world = self.get_world()
+        responses = [self._run(world, c, None) for c in commands]
+        if do_tick:
+            world.tick()
+        return responses
+
+    def _run(self, world: World, cmd, future_id: int | None) -> offline_command.Response:
+        name = type(cmd).__name__
+        if isinstance(cmd, offline_command.SpawnActor):
+            parent = world.get_actor(cmd.parent_id) if cmd.parent_id else None
+            actor, error = world._spawn(cmd._blueprint, cmd.transform, parent)
+            if actor is None:
+                return offline_command.Response(0, error)
+            for follow in cmd._then:
+                result = self._run(world, follow, actor.id)
+                if result.has_error():
+                    return offline_command.Response(actor.id, result.error)
+            return offline_command.Response(actor.id)
+        actor_id = getattr(cmd, "actor_id", None)
+        if actor_id is None:
+            return offline_command.Response(0, f"command {name} is not supported by the offline world")
+        if actor_id == offline_command.FutureActor and future_id is not None:
+            actor_id = future_id
+        actor = world.get_actor(actor_id)
+        if actor is None:
+            return offline_command.Response(actor_id, f"{name}: actor {actor_id} not found")
+        if name == "DestroyActor":
+            actor.destroy()
+        elif name == "SetAutopilot":
+            port = getattr(cmd, "tm_port", getattr(cmd, "port", 8000))
+            if not hasattr(actor, "set_autopilot"):
+                return offline_command.Response(actor_id, f"SetAutopilot: actor {actor_id} is not a vehicle")
+            actor.set_autopilot(cmd.enabled, port)
+        elif name == "SetSimulatePhysics":
+            actor.set_simulate_physics(cmd.enabled)
+        elif name == "ApplyTransform":
+            actor.set_transform(cmd.transform)
+        elif name in ("ApplyVehicleControl", "ApplyWalkerControl"):
+            actor.apply_control(cmd.control)
+        elif name == "ApplyTargetVelocity":
+            actor.set_target_velocity(cmd.velocity)
+        else:
+            return offline_command.Response(actor_id, f"command {name} is not supported by the offline world")
+        return offline_command.Response(actor_id)
