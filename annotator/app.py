@@ -222,7 +222,7 @@ class MainWindow(QMainWindow):
         except SessionError as exc:
             self.notify(QMessageBox.Critical, "Cannot open this folder", str(exc))
             return False
-        self._close_session()
+        self.close_session()
         self.session = session
         self.root = root
         self.store = FrameStore(session.sequence, session.track_ids, session.overlay_styles)
@@ -392,7 +392,8 @@ class MainWindow(QMainWindow):
         worker, self.worker = self.worker, None
         self.proposal_bar.hide()
         self._set_switching_enabled(True)
-        if self.session is None or worker is None or not worker.ok:
+        if (self.session is None or worker is None or not worker.ok
+                or worker.out_path != self.session.proposal_run_path or worker.sequence != self.session.name):
             return
         try:
             count = self.session.merge_proposals()
@@ -498,8 +499,11 @@ class MainWindow(QMainWindow):
 
     # ------------------------------------------------------------------ closing
 
-    def _close_session(self) -> None:
+    def close_session(self) -> None:
+        """Release the open sequence: stop playing, stop the prefetch thread, end the session cleanly."""
         self.play_timer.stop()
+        if self.worker is not None:
+            self.worker.wait()
         if self.store is not None:
             self.store.close()
             self.store = None
@@ -508,9 +512,7 @@ class MainWindow(QMainWindow):
             self.session = None
 
     def closeEvent(self, event) -> None:
-        if self.worker is not None:
-            self.worker.wait()
-        self._close_session()
+        self.close_session()
         super().closeEvent(event)
 
 
@@ -519,6 +521,7 @@ def run_app(root: str | Path | None = None, sequence: str | None = None, labels_
     """Start the Qt application with the main window (and `root` opened when given)."""
     app = QApplication.instance() or QApplication(sys.argv[:1])
     window = MainWindow(shortcuts)
+    app.aboutToQuit.connect(window.close_session)  # quitting without closing the window ends cleanly too
     window.show()
     if root is not None and not window.open_folder(root, sequence, labels_path):
         return 2
