@@ -1,0 +1,169 @@
+"""Dataset statistics: pixels per class of an open-set episode dataset (VCA paper, Figure 5), frames and
+episodes per town, scenario and split, and moving/static counts of motion labels (Table 2)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from vca_data.episodes import EpisodeReader, read_manifest  # noqa: E402
+from vca_data.io import atomic_path  # noqa: E402
+from vca_data.labels import CARLA_TO_TRAIN, TRAIN_NAMES, default_catalogue  # noqa: E402
+
+
+def episode_statistics(data_dir: str | Path, frame_step: int = 1, progress: bool = True) -> dict:
+    """Pixel counts per known class (train ids, over pixels that are no unknown object) and per unknown
+    class (fine ids), and frame/episode counts per town, scenario and split."""
+    data_dir = Path(data_dir)
+    entries = read_manifest(data_dir)
+    if not entries:
+        raise FileNotFoundError(f"{data_dir}: no complete episodes in manifest.json")
+    if frame_step < 1:
+        raise ValueError(f"frame_step must be >= 1, got {frame_step}")
+    catalogue = default_catalogue()
+    known = np.zeros(256, dtype=np.int64)
+    fine = np.zeros(256, dtype=np.int64)
+    frames: Counter = Counter()
+    episodes: Counter = Counter()
+    for entry in tqdm(entries, desc="counting pixels", unit="ep", disable=not progress):
+        path = data_dir / entry["file"]
+        key = (entry["split"], entry["town"], entry["scenario"])
+        with EpisodeReader(path) as reader:
+            n = len(reader)
+            episodes[key] += 1
+            frames[key] += n
+            for i in range(0, n, frame_step):
+                f = reader.read(i, ("semantic", "fine"))
+                fine += np.bincount(f["fine"].ravel(), minlength=256)
+                train = CARLA_TO_TRAIN[f["semantic"]][f["fine"] == 0]
+                known += np.bincount(train.ravel(), minlength=256)
+    names = catalogue.fine_names()
+    return {
+        "known_pixels": {TRAIN_NAMES[i]: int(known[i]) for i in range(len(TRAIN_NAMES))},
+        "void_pixels": int(known[255]),
+        "unknown_pixels": {names.get(i, f"fine {i}"): int(fine[i]) for i in range(1, 256) if fine[i] or i in names},
+        "unknown_split": {c.name: c.split for c in catalogue.classes},
+        "frames": [{"split": s, "town": t, "scenario": sc, "episodes": episodes[(s, t, sc)], "frames": frames[(s, t, sc)]}
+                   for (s, t, sc) in sorted(frames)],
+        "frame_step": frame_step,
+    }
+
+
+def motion_statistics(label_files: list[str | Path]) -> dict:
+    """Moving/static/ignore counts per dataset from motion_labels.json files: tracks, and per-frame
+    instances where the sequences can be opened next to the labels file (frame ranges honoured)."""
+    from vca_data.formats.motion_labels import MotionLabels
+    from vca_data.formats.sequence import SequenceError, open_sequence
+
+    out: dict[str, dict[str, dict[str, int]]] = {}
+    for file in label_files:
+        file = Path(file)
+        labels = MotionLabels.load(file)
+        per = out.setdefault(labels.dataset, {"tracks": Counter(), "instances": Counter()})
+        for seq_name, tracks in labels.sequences.items():
+            for tl in tracks.values():
+                per["tracks"][tl.label] += 1
+            try:
+                seq = open_sequence(file.parent, seq_name)
+            except (SequenceError, FileNotFoundError):
+                continue
+            for track_id, track in seq.tracks().items():
+                for frame in track.frames:
+                    lab = labels.label_at(seq_name, track_id, frame)
+                    if lab is not None:
+                        per["instances"][lab] += 1
+    return {ds: {kind: dict(c) for kind, c in v.items()} for ds, v in out.items()}
+
+
+def format_table(headers: list[str], rows: list[list]) -> str:
+    cells = [[str(h) for h in headers]] + [[f"{v:,}" if isinstance(v, (int, np.integer)) else str(v) for v in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.rjust(w) if j else c.ljust(w) for j, (c, w) in enumerate(zip(r, widths))) for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def episode_tables(stats: dict) -> str:
+    known = [[n, v] for n, v in stats["known_pixels"].items()]
+    unknown = [[n, stats["unknown_split"].get(n, "?"), v] for n, v in stats["unknown_pixels"].items()]
+    frames = [[r["split"], r["town"], r["scenario"], r["episodes"], r["frames"]] for r in stats["frames"]]
+    return "\n\n".join([
+        format_table(["known class", "pixels"], known),
+        format_table(["unknown class", "split", "pixels"], unknown),
+        format_table(["split", "town", "scenario", "episodes", "frames"], frames),
+    ])
+
+
+def motion_table(stats: dict) -> str:
+    rows = []
+    for ds, kinds in stats.items():
+        for kind in ("tracks", "instances"):
+            c = kinds.get(kind, {})
+            rows.append([ds, kind, c.get("moving", 0), c.get("static", 0), c.get("ignore", 0)])
+    return format_table(["dataset", "count of", "moving", "static", "ignore"], rows)
+
+
+def _save(fig, out: Path) -> Path:
+    with atomic_path(out, suffix=out.suffix) as tmp:
+        fig.savefig(tmp, format=out.suffix[1:].lower())
+    plt.close(fig)
+    return out
+
+
+def plot_pixels(stats: dict, out: str | Path) -> Path:
+    """Bar chart of pixels per class on a log scale (known classes grey-blue, train unknowns blue, test
+    unknowns red), like the paper's Figure 5."""
+    names = list(stats["known_pixels"]) + list(stats["unknown_pixels"])
+    values = list(stats["known_pixels"].values()) + list(stats["unknown_pixels"].values())
+    colours = ["#8c9bab"] * len(stats["known_pixels"]) + [
+        "#1f5fbf" if stats["unknown_split"].get(n) == "train" else "#d62728" for n in stats["unknown_pixels"]]
+    fig, ax = plt.subplots(figsize=(max(8, 0.38 * len(names)), 4.2), dpi=110)
+    ax.bar(range(len(names)), np.maximum(values, 1), color=colours)
+    ax.set_yscale("log")
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels(names, rotation=60, ha="right", fontsize=8)
+    ax.set_ylabel("# pixels")
+    ax.set_title("Pixels per class (known | unknown: blue train, red test)")
+    fig.tight_layout()
+    return _save(fig, Path(out))
+
+
+def plot_frames(stats: dict, out: str | Path) -> Path:
+    """Frames per town and scenario, grouped by split."""
+    rows = stats["frames"]
+    towns = sorted({(r["split"], r["town"]) for r in rows}, key=lambda x: (x[0] != "train", x[1]))
+    scenarios = sorted({r["scenario"] for r in rows})
+    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(towns)), 3.6), dpi=110)
+    width = 0.8 / max(1, len(scenarios))
+    for j, sc in enumerate(scenarios):
+        vals = [sum(r["frames"] for r in rows if (r["split"], r["town"]) == t and r["scenario"] == sc) for t in towns]
+        ax.bar(np.arange(len(towns)) + j * width, vals, width, label=sc)
+    ax.set_xticks(np.arange(len(towns)) + 0.4 - width / 2)
+    ax.set_xticklabels([f"{t}\n({s})" for s, t in towns], fontsize=8)
+    ax.set_ylabel("frames")
+    ax.legend(fontsize=8)
+    ax.set_title("Frames per town and scenario")
+    fig.tight_layout()
+    return _save(fig, Path(out))
+
+
+def plot_motion(stats: dict, out: str | Path) -> Path:
+    """Moving vs static instance counts per dataset (Table 2 as a chart)."""
+    datasets = list(stats)
+    fig, ax = plt.subplots(figsize=(max(4, 2 * len(datasets)), 3.4), dpi=110)
+    for j, (lab, colour) in enumerate((("moving", "#d62728"), ("static", "#1f5fbf"))):
+        vals = [stats[d].get("instances", {}).get(lab, 0) or stats[d].get("tracks", {}).get(lab, 0) for d in datasets]
+        ax.bar(np.arange(len(datasets)) + j * 0.4, vals, 0.4, color=colour, label=lab)
+    ax.set_xticks(np.arange(len(datasets)) + 0.2)
+    ax.set_xticklabels(datasets)
+    ax.set_ylabel("instances")
+    ax.legend()
+    fig.tight_layout()
+    return _save(fig, Path(out))
