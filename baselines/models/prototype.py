@@ -1,0 +1,135 @@
+"""The VCA open-set baseline (paper section 4.3): a two-stream ResNet (RGB + depth) with an FPN, the
+prototype head over the merged pyramid (one mean and scale per known class, a global unknown logit
+gamma), and its contrastive variant `prototype-cl` with a separate projection head trained by a
+supervised contrastive loss over class-balanced pixel samples.
+
+A model of the engine takes a batch dict ('image' (B,3,H,W) ImageNet-normalised, 'depth' (B,1,H,W)
+metres, 'label' (B,H,W) train ids / 254 / 255) and offers `forward`, `loss` and `predict`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from baselines.backbones import FPN, ResNetFeatures, TwoStreamBackbone, merge_levels, resnet
+from baselines.heads import ProjectionHead, PrototypeHead, predict_open_set
+from baselines.losses import open_set_cross_entropy, open_set_targets, sample_pixels_balanced, supcon_loss
+from vca_data.labels import NUM_TRAIN_CLASSES, UNKNOWN, VOID
+
+SECOND_STREAMS = {"depth": 1, None: 0}
+
+
+class PrototypeSegmenter(nn.Module):
+    """Backbone (RGB, or RGB + depth when `second_stream` is 'depth'), FPN P2..P5 merged at stride 4,
+    prototype head; with `contrastive` (a dict: proj_dim, temperature, weight, per_class) also a
+    projection head and the SupCon term in the loss."""
+
+    def __init__(
+        self,
+        num_classes: int = NUM_TRAIN_CLASSES,
+        backbone: str = "resnet50",
+        weights: str | Path | None = None,
+        norm: str = "frozen_bn",
+        second_stream: str | None = "depth",
+        depth_max: float = 100.0,
+        fpn_channels: int = 256,
+        head_channels: int = 256,
+        embed_dim: int = 256,
+        num_convs: int = 4,
+        eps: float = 1.0,
+        contrastive: dict | None = None,
+    ):
+        super().__init__()
+        if second_stream not in SECOND_STREAMS:
+            raise ValueError(f"second_stream must be 'depth' or None, got {second_stream!r}")
+        if depth_max <= 0:
+            raise ValueError(f"depth_max must be positive, got {depth_max}")
+        self.num_classes = num_classes
+        self.second_stream = second_stream
+        self.depth_max = float(depth_max)
+        if second_stream is None:
+            self.backbone = ResNetFeatures(resnet(backbone, weights, 3, norm), backbone)
+        else:
+            self.backbone = TwoStreamBackbone(backbone, weights, SECOND_STREAMS[second_stream], norm)
+        self.fpn = FPN(self.backbone.channels, fpn_channels)
+        self.head = PrototypeHead(fpn_channels, num_classes, head_channels, embed_dim, num_convs, eps)
+        self.contrastive = dict(contrastive) if contrastive else None
+        if self.contrastive is not None:
+            self.projection = ProjectionHead(fpn_channels, head_channels, int(self.contrastive.get("proj_dim", 128)))
+
+    @property
+    def input_keys(self) -> tuple[str, ...]:
+        """Batch keys the model reads at inference."""
+        return ("image",) if self.second_stream is None else ("image", self.second_stream)
+
+    def _features(self, batch: dict) -> torch.Tensor:
+        image = batch["image"]
+        if self.second_stream is None:
+            levels = self.backbone(image)
+        else:
+            if self.second_stream not in batch:
+                raise KeyError(f"the model takes a {self.second_stream!r} input and the batch has none")
+            # metres -> [0, 1]; far values and the sky saturate so they cannot dominate the stream's scale
+            depth = batch["depth"].clamp(0, self.depth_max) / self.depth_max
+            levels = self.backbone(image, depth)
+        return merge_levels(self.fpn(levels))
+
+    def forward(self, batch: dict) -> dict[str, torch.Tensor]:
+        """'logits' (B, C+1, H, W) at input size, 'embeddings' (B, D, H/4, W/4), and 'projections'
+        (B, P, H/4, W/4) for the contrastive variant."""
+        features = self._features(batch)
+        embeddings, logits = self.head(features)
+        out = {
+            "logits": F.interpolate(logits, size=batch["image"].shape[-2:], mode="bilinear", align_corners=False),
+            "embeddings": embeddings,
+        }
+        if self.contrastive is not None:
+            out["projections"] = self.projection(features)
+        return out
+
+    def loss(
+        self, outputs: dict[str, torch.Tensor], batch: dict, generator: torch.Generator | None = None
+    ) -> dict[str, torch.Tensor]:
+        """'loss' (the total to minimise) and its terms: 'ce', and 'supcon' for the contrastive variant.
+        `generator` draws the contrastive pixel samples (the engine seeds it per step and rank)."""
+        labels = batch["label"]
+        terms = {"ce": open_set_cross_entropy(outputs["logits"], labels)}
+        total = terms["ce"]
+        if self.contrastive is not None:
+            proj = outputs["projections"]
+            small = F.interpolate(labels[:, None].float(), size=proj.shape[-2:], mode="nearest")[:, 0].long()
+            targets = open_set_targets(small, self.num_classes)
+            idx = sample_pixels_balanced(targets, int(self.contrastive.get("per_class", 64)), generator, VOID)
+            flat = proj.permute(0, 2, 3, 1).reshape(-1, proj.shape[1])
+            terms["supcon"] = supcon_loss(
+                flat[idx], targets.reshape(-1)[idx], float(self.contrastive.get("temperature", 0.07))
+            )
+            total = total + float(self.contrastive.get("weight", 0.1)) * terms["supcon"]
+        terms["loss"] = total
+        return terms
+
+    @torch.no_grad()
+    def predict(self, batch: dict) -> dict[str, torch.Tensor]:
+        """'semantic' (B, H, W) train ids with 254 where the unknown logit wins, 'unknown' (B, H, W)
+        bool, 'unknown_prob' (B, H, W) softmax probability of the unknown class."""
+        logits = self.forward(batch)["logits"].float()
+        semantic, unknown = predict_open_set(logits, UNKNOWN)
+        return {"semantic": semantic, "unknown": unknown, "unknown_prob": logits.softmax(dim=1)[:, -1]}
+
+
+def prototype(**kwargs) -> PrototypeSegmenter:
+    """The prototype baseline without the contrastive loss."""
+    kwargs.pop("contrastive", None)
+    return PrototypeSegmenter(**kwargs, contrastive=None)
+
+
+def prototype_cl(contrastive: dict | None = None, **kwargs) -> PrototypeSegmenter:
+    """The prototype baseline with the auxiliary contrastive loss (defaults: 128-d projections,
+    temperature 0.07, weight 0.1, 64 pixels per class per batch)."""
+    settings = {"proj_dim": 128, "temperature": 0.07, "weight": 0.1, "per_class": 64}
+    settings.update(contrastive or {})
+    return PrototypeSegmenter(**kwargs, contrastive=settings)
