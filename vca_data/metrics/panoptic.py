@@ -1,0 +1,335 @@
+"""Panoptic quality (PQ, SQ, RQ) per class and for things and stuff, with the COCO panoptic rules.
+
+Input form, per image: an integer **id map** (HxW, 0 = void / unlabelled) and its **segments**, a list of
+`{"id", "category_id", "iscrowd"}` dicts (COCO `segments_info`; `iscrowd` is read for the ground truth
+only and defaults to 0), for the prediction and for the ground truth. Two adapters produce this form:
+`from_category_instance` for `category * label_divisor + instance` maps (Cityscapes, KITTI-STEP style)
+and `read_coco_panoptic` / `evaluate_coco_panoptic` for COCO panoptic JSON + PNG folders.
+
+Rules (those of the COCO panoptic evaluation, `panopticapi`):
+
+- a predicted and a ground-truth segment of the same category match when IoU > 0.5, where the union
+  leaves out the predicted pixels that fall on void (id 0) ground truth; such matches are unique;
+- crowd ground-truth segments are never matched; an unmatched predicted segment is not a false positive
+  when more than half of it lies on void or on crowd regions of its category;
+- unmatched non-crowd ground-truth segments are false negatives;
+- per category: PQ = sum IoU / (TP + FP/2 + FN/2), SQ = sum IoU / TP, RQ = TP / (TP + FP/2 + FN/2);
+  the averages over all / thing / stuff categories skip the categories with TP + FP + FN = 0, whose
+  per-class values are NaN.
+
+Differences from `panopticapi`, none of which changes the numbers on well-formed inputs: segment areas
+are counted from the id maps (not read from the JSON `area` field); the pixels of all crowd segments of
+a category count towards ignoring a prediction (panopticapi keeps the last crowd segment listed per
+category; COCO has at most one); a predicted segment listed but absent from its id map is skipped
+(panopticapi raises); a non-zero id in a map that its segments do not list is an error (panopticapi
+ignores it for the ground truth).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from vca_data.metrics.table import format_table
+
+IOU_THRESHOLD = 0.5
+
+
+@dataclass(frozen=True)
+class Category:
+    id: int
+    name: str
+    isthing: bool
+
+
+def _categories(categories: Sequence[Mapping] | Mapping[int, Mapping]) -> list[Category]:
+    items = categories.values() if isinstance(categories, Mapping) else categories
+    out = []
+    for c in items:
+        try:
+            out.append(Category(int(c["id"]), str(c.get("name", c["id"])), bool(c.get("isthing", 0))))
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"category entries need 'id' (and 'name', 'isthing'); got {c!r}") from err
+    if len({c.id for c in out}) != len(out):
+        raise ValueError("category ids must be unique")
+    return out
+
+
+class PanopticQuality:
+    """PQ/SQ/RQ accumulated over images. `categories`: the COCO `categories` list (dicts with `id`,
+    `name`, `isthing`), or a mapping from id to such dicts."""
+
+    def __init__(self, categories: Sequence[Mapping] | Mapping[int, Mapping]):
+        self.categories = _categories(categories)
+        self._position = {c.id: i for i, c in enumerate(self.categories)}
+        self.reset()
+
+    def reset(self) -> None:
+        k = len(self.categories)
+        self.tp = np.zeros(k, dtype=np.int64)
+        self.fp = np.zeros(k, dtype=np.int64)
+        self.fn = np.zeros(k, dtype=np.int64)
+        self.iou_sum = np.zeros(k, dtype=np.float64)
+        self.num_images = 0
+
+    # ---------------------------------------------------------------------------------------- update
+    def _segment_table(self, segments: Sequence[Mapping], what: str, where: str) -> tuple[np.ndarray, ...]:
+        ids, cats, crowd = [], [], []
+        for seg in segments:
+            try:
+                seg_id, cat_id = int(seg["id"]), int(seg["category_id"])
+            except (KeyError, TypeError, ValueError) as err:
+                raise ValueError(f"{where}: {what} segment needs 'id' and 'category_id', got {seg!r}") from err
+            if seg_id <= 0:
+                raise ValueError(f"{where}: {what} segment id {seg_id} must be positive (0 is void)")
+            if cat_id not in self._position:
+                raise ValueError(f"{where}: {what} segment {seg_id} has unknown category_id {cat_id}")
+            ids.append(seg_id)
+            cats.append(self._position[cat_id])
+            crowd.append(bool(seg.get("iscrowd", 0)))
+        ids_arr = np.array(ids, dtype=np.int64)
+        if len(np.unique(ids_arr)) != len(ids_arr):
+            raise ValueError(f"{where}: {what} segments list an id twice")
+        return ids_arr, np.array(cats, dtype=np.int64), np.array(crowd, dtype=bool)
+
+    @staticmethod
+    def _segment_index(id_map: np.ndarray, ids: np.ndarray, what: str, where: str) -> np.ndarray:
+        """Per pixel: 0 for void, k + 1 for the k-th listed segment."""
+        flat = id_map.ravel()
+        if ids.size == 0:
+            index = np.zeros(flat.shape, dtype=np.int64)
+            unknown = flat != 0
+        else:
+            order = np.argsort(ids)
+            sorted_ids = ids[order]
+            pos = np.searchsorted(sorted_ids, flat)
+            np.minimum(pos, len(ids) - 1, out=pos)
+            found = sorted_ids[pos] == flat
+            index = np.where(found, order[pos] + 1, 0)
+            unknown = ~found & (flat != 0)
+        if unknown.any():
+            values = np.unique(flat[unknown])[:10].tolist()
+            raise ValueError(f"{where}: {what} id map contains ids {values} that its segments do not list")
+        return index
+
+    def update(
+        self,
+        pred_ids,
+        pred_segments: Sequence[Mapping],
+        gt_ids,
+        gt_segments: Sequence[Mapping],
+        name: str | None = None,
+    ) -> None:
+        """Add one image: predicted id map and segments, ground-truth id map and segments."""
+        where = f"image {self.num_images}" + (f" ({name})" if name else "")
+        pred_ids, gt_ids = np.asarray(pred_ids), np.asarray(gt_ids)
+        if pred_ids.shape != gt_ids.shape:
+            raise ValueError(f"{where}: prediction id map shape {pred_ids.shape} differs from ground truth {gt_ids.shape}")
+        for arr, what in ((pred_ids, "prediction"), (gt_ids, "ground truth")):
+            if not np.issubdtype(arr.dtype, np.integer):
+                raise ValueError(f"{where}: {what} id map must hold integers, got dtype {arr.dtype}")
+        p_ids, p_cat, _ = self._segment_table(pred_segments, "prediction", where)
+        g_ids, g_cat, g_crowd = self._segment_table(gt_segments, "ground truth", where)
+        num_p, num_g = len(p_ids), len(g_ids)
+        p_index = self._segment_index(pred_ids, p_ids, "prediction", where)
+        g_index = self._segment_index(gt_ids, g_ids, "ground truth", where)
+
+        # intersection[g, p]: pixels of ground-truth segment g-1 (0 = void) and predicted segment p-1
+        joint = g_index * (num_p + 1) + p_index
+        intersection = np.bincount(joint, minlength=(num_g + 1) * (num_p + 1)).reshape(num_g + 1, num_p + 1)
+        g_area = intersection.sum(axis=1)[1:]
+        p_area = intersection.sum(axis=0)[1:]
+        p_on_void = intersection[0, 1:]
+        inter = intersection[1:, 1:]
+
+        same = (g_cat[:, None] == p_cat[None, :]) & ~g_crowd[:, None] & (inter > 0)
+        gi, pi = np.nonzero(same)
+        overlap = inter[gi, pi]
+        union = p_area[pi] + g_area[gi] - overlap - p_on_void[pi]
+        iou = overlap / union
+        hit = iou > IOU_THRESHOLD
+        gi, pi, iou = gi[hit], pi[hit], iou[hit]
+        np.add.at(self.tp, g_cat[gi], 1)
+        np.add.at(self.iou_sum, g_cat[gi], iou)
+
+        g_matched = np.zeros(num_g, dtype=bool)
+        g_matched[gi] = True
+        missed = ~g_matched & ~g_crowd
+        np.add.at(self.fn, g_cat[missed], 1)
+
+        p_matched = np.zeros(num_p, dtype=bool)
+        p_matched[pi] = True
+        on_crowd = ((g_cat[:, None] == p_cat[None, :]) & g_crowd[:, None]) * inter
+        ignored = p_on_void + on_crowd.sum(axis=0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mostly_ignored = ignored / p_area > 0.5
+        false_pos = ~p_matched & (p_area > 0) & ~mostly_ignored
+        np.add.at(self.fp, p_cat[false_pos], 1)
+        self.num_images += 1
+
+    def merge(self, other: PanopticQuality) -> PanopticQuality:
+        if other.categories != self.categories:
+            raise ValueError("cannot merge panoptic accumulators with different categories")
+        self.tp += other.tp
+        self.fp += other.fp
+        self.fn += other.fn
+        self.iou_sum += other.iou_sum
+        self.num_images += other.num_images
+        return self
+
+    # --------------------------------------------------------------------------------------- compute
+    def compute(self) -> dict:
+        """{'all' | 'things' | 'stuff': {'pq', 'sq', 'rq', 'n'}, 'per_class': {name: {'pq', 'sq', 'rq',
+        'tp', 'fp', 'fn'}}, 'num_images'}; n is the number of categories averaged."""
+        tp, fp, fn = self.tp.astype(np.float64), self.fp.astype(np.float64), self.fn.astype(np.float64)
+        counted = (self.tp + self.fp + self.fn) > 0
+        denominator = tp + 0.5 * fp + 0.5 * fn
+        with np.errstate(invalid="ignore", divide="ignore"):
+            pq = np.where(counted, self.iou_sum / denominator, np.nan)
+            sq = np.where(counted, np.where(self.tp > 0, self.iou_sum / np.maximum(tp, 1), 0.0), np.nan)
+            rq = np.where(counted, tp / denominator, np.nan)
+        is_thing = np.array([c.isthing for c in self.categories], dtype=bool)
+        result: dict = {}
+        for group, members in (("all", np.ones_like(is_thing)), ("things", is_thing), ("stuff", ~is_thing)):
+            chosen = members & counted
+            n = int(chosen.sum())
+            result[group] = {
+                "pq": float(pq[chosen].mean()) if n else float("nan"),
+                "sq": float(sq[chosen].mean()) if n else float("nan"),
+                "rq": float(rq[chosen].mean()) if n else float("nan"),
+                "n": n,
+            }
+        result["per_class"] = {
+            c.name: {"pq": float(pq[i]), "sq": float(sq[i]), "rq": float(rq[i]),
+                     "tp": int(self.tp[i]), "fp": int(self.fp[i]), "fn": int(self.fn[i])}
+            for i, c in enumerate(self.categories)
+        }
+        result["num_images"] = self.num_images
+        return result
+
+    def table(self, result: dict | None = None) -> str:
+        result = self.compute() if result is None else result
+        rows = {name: {"PQ": r["pq"], "SQ": r["sq"], "RQ": r["rq"], "TP": r["tp"], "FP": r["fp"], "FN": r["fn"]}
+                for name, r in result["per_class"].items()}
+        for group in ("all", "things", "stuff"):
+            r = result[group]
+            rows[group.capitalize()] = {"PQ": r["pq"], "SQ": r["sq"], "RQ": r["rq"], "N": r["n"]}
+        return format_table(rows, columns=["PQ", "SQ", "RQ", "TP", "FP", "FN", "N"], percent=("PQ", "SQ", "RQ"),
+                            title=f"Panoptic quality ({result['num_images']} images)")
+
+
+# ------------------------------------------------------------------------------------------- adapters
+def from_category_instance(
+    encoded,
+    label_divisor: int = 1000,
+    void_category: int = 255,
+    thing_categories: Sequence[int] | None = None,
+) -> tuple[np.ndarray, list[dict]]:
+    """Turn a `category * label_divisor + instance` map into the (id map, segments) form. Pixels of
+    `void_category` (and negative values) become void. With `thing_categories` given, a thing pixel with
+    instance 0 belongs to a crowd segment of its category (the Cityscapes convention: a group of objects
+    labelled by class only)."""
+    encoded = np.asarray(encoded)
+    if not np.issubdtype(encoded.dtype, np.integer):
+        raise ValueError(f"encoded panoptic map must hold integers, got dtype {encoded.dtype}")
+    values, inverse = np.unique(encoded, return_inverse=True)
+    categories = values // label_divisor
+    keep = (values >= 0) & (categories != void_category)
+    new_ids = np.zeros(len(values), dtype=np.int32)
+    new_ids[keep] = np.arange(1, int(keep.sum()) + 1)
+    things = set(thing_categories or ())
+    segments = [
+        {"id": int(new_ids[i]), "category_id": int(categories[i]),
+         "iscrowd": int(int(categories[i]) in things and values[i] % label_divisor == 0)}
+        for i in np.flatnonzero(keep)
+    ]
+    return new_ids[inverse.reshape(encoded.shape)], segments
+
+
+def rgb_to_id(rgb: np.ndarray) -> np.ndarray:
+    """COCO panoptic PNG colour to segment id: R + 256 G + 256^2 B (rgb in RGB channel order)."""
+    rgb = rgb.astype(np.uint32)
+    return (rgb[..., 0] + (rgb[..., 1] << 8) + (rgb[..., 2] << 16)).astype(np.int64)
+
+
+def read_panoptic_png(path: Path) -> np.ndarray:
+    """Id map of a COCO panoptic PNG (HxW int64)."""
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise ValueError(f"{path}: cannot read as an image (expected a COCO panoptic RGB PNG)")
+    return rgb_to_id(image[..., ::-1])
+
+
+@dataclass
+class CocoPanoptic:
+    """A COCO panoptic annotation set: JSON file, PNG folder, categories, annotations by image_id."""
+
+    json_path: Path
+    png_dir: Path
+    categories: list[dict]
+    annotations: dict
+
+    def frame(self, image_id) -> tuple[np.ndarray, list[dict]]:
+        annotation = self.annotations[image_id]
+        path = self.png_dir / annotation["file_name"]
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: PNG of image_id {image_id} listed in {self.json_path} is missing")
+        return read_panoptic_png(path), annotation["segments_info"]
+
+
+def read_coco_panoptic(json_path: Path, png_dir: Path | None = None) -> CocoPanoptic:
+    """Read a COCO panoptic JSON; the PNGs lie in `png_dir`, by default the folder named like the JSON
+    without `.json` (the panopticapi convention) or else the JSON's folder."""
+    json_path = Path(json_path)
+    try:
+        data = json.loads(json_path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"{json_path}: cannot read COCO panoptic JSON: {err}") from err
+    if not isinstance(data, dict) or "annotations" not in data:
+        raise ValueError(f"{json_path}: expected a COCO panoptic JSON object with 'annotations'")
+    if png_dir is None:
+        beside = json_path.with_suffix("")
+        png_dir = beside if beside.is_dir() else json_path.parent
+    annotations = {}
+    for k, ann in enumerate(data["annotations"]):
+        if not all(key in ann for key in ("image_id", "file_name", "segments_info")):
+            raise ValueError(f"{json_path}: annotation {k} needs image_id, file_name and segments_info")
+        annotations[ann["image_id"]] = ann
+    return CocoPanoptic(json_path, Path(png_dir), list(data.get("categories", [])), annotations)
+
+
+def iter_coco_panoptic_pairs(gt: CocoPanoptic, pred: CocoPanoptic) -> Iterator[tuple[str, tuple, tuple]]:
+    """(file name, (pred ids, pred segments), (gt ids, gt segments)) for every ground-truth image,
+    paired by image_id; a ground-truth image without prediction is an error."""
+    missing = [image_id for image_id in gt.annotations if image_id not in pred.annotations]
+    if missing:
+        raise ValueError(f"{pred.json_path}: no prediction for image_id {missing[:10]} of {gt.json_path}")
+    for image_id, annotation in gt.annotations.items():
+        yield annotation["file_name"], pred.frame(image_id), gt.frame(image_id)
+
+
+def evaluate_coco_panoptic(
+    gt_json: Path,
+    pred_json: Path,
+    gt_dir: Path | None = None,
+    pred_dir: Path | None = None,
+    progress: bool = True,
+) -> PanopticQuality:
+    """PQ of a COCO panoptic prediction set against its ground truth (categories from the ground truth)."""
+    from tqdm import tqdm
+
+    gt, pred = read_coco_panoptic(gt_json, gt_dir), read_coco_panoptic(pred_json, pred_dir)
+    if not gt.categories:
+        raise ValueError(f"{gt.json_path}: the ground-truth JSON lists no categories")
+    metric = PanopticQuality(gt.categories)
+    pairs = iter_coco_panoptic_pairs(gt, pred)
+    for file_name, (p_ids, p_segments), (g_ids, g_segments) in tqdm(
+        pairs, total=len(gt.annotations), desc="panoptic", disable=not progress
+    ):
+        metric.update(p_ids, p_segments, g_ids, g_segments, name=file_name)
+    return metric
