@@ -96,34 +96,41 @@ def _parse_line(text: str, lineno: int, name: str) -> KittiObject:
     return KittiObject(frame, obj_id, class_id, height, width, counts.encode("ascii"), lineno)
 
 
-def _check_frame(objects: Sequence[KittiObject], name: str) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Validate one frame's objects (RLE, duplicate ids, overlaps); return each object's foreground runs."""
-    seen: dict[int, KittiObject] = {}
-    runs = []
-    for obj in objects:
-        if obj.obj_id in seen:
-            raise KittiMotsFormatError(
-                f"{name}:{obj.line}: frame {obj.frame}: object id {obj.obj_id} appears twice "
-                f"(first on line {seen[obj.obj_id].line})"
-            )
-        seen[obj.obj_id] = obj
-        try:
-            runs.append(coco.foreground_runs(obj.counts, obj.height * obj.width))
-        except coco.RleError as e:
-            raise KittiMotsFormatError(f"{name}:{obj.line}: bad RLE: {e}") from None
-    if len(runs) > 1:
-        starts = np.concatenate([r[0] for r in runs])
-        ends = np.concatenate([r[1] for r in runs])
-        owners = np.repeat(np.arange(len(runs)), [r[0].size for r in runs])
-        clash = coco.first_overlap(starts, ends, owners)
-        if clash is not None:
-            a, b = objects[clash[0]], objects[clash[1]]
-            first, second = (a, b) if a.line <= b.line else (b, a)
-            raise KittiMotsFormatError(
-                f"{name}:{second.line}: frame {second.frame}: mask of object {second.obj_id} overlaps object "
-                f"{first.obj_id} (line {first.line})"
-            )
-    return runs
+def _validate(objects: Sequence[KittiObject], name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Validate objects of one or many frames, all of one size, in one vectorised pass: RLE, duplicate
+    ids in a frame, overlapping masks in a frame. Returns the foreground runs (starts, ends, owner =
+    index into `objects`) in column-major pixel order."""
+    empty = np.zeros(0, dtype=np.int64)
+    if not objects:
+        return empty, empty, empty
+    num_pixels = objects[0].height * objects[0].width
+    try:
+        starts, ends, owners = coco.foreground_runs_batch([o.counts for o in objects], num_pixels)
+    except coco.RleError as e:
+        raise KittiMotsFormatError(f"{name}:{objects[e.index].line}: bad RLE: {e}") from None
+    frames = np.fromiter((o.frame for o in objects), dtype=np.int64, count=len(objects))
+    ids = np.fromiter((o.obj_id for o in objects), dtype=np.int64, count=len(objects))
+    order = np.lexsort((np.arange(len(objects)), ids, frames))
+    same = (frames[order][1:] == frames[order][:-1]) & (ids[order][1:] == ids[order][:-1])
+    if same.any():
+        dups = [(objects[order[k]], objects[order[k + 1]]) for k in np.flatnonzero(same)]
+        first, second = min(dups, key=lambda pair: pair[1].line)
+        raise KittiMotsFormatError(
+            f"{name}:{second.line}: frame {second.frame}: object id {second.obj_id} appears twice "
+            f"(first on line {first.line})"
+        )
+    # One sort finds overlaps in every frame at once: frames are laid end to end on one pixel axis.
+    _, frame_rank = np.unique(frames, return_inverse=True)
+    shift = frame_rank[owners] * (num_pixels + 1)
+    clash = coco.first_overlap(starts + shift, ends + shift, owners)
+    if clash is not None:
+        a, b = objects[clash[0]], objects[clash[1]]
+        first, second = (a, b) if a.line <= b.line else (b, a)
+        raise KittiMotsFormatError(
+            f"{name}:{second.line}: frame {second.frame}: mask of object {second.obj_id} overlaps object "
+            f"{first.obj_id} (line {first.line})"
+        )
+    return starts, ends, owners
 
 
 def parse_txt(text: str, name: str = "<txt>", height: int | None = None,
@@ -146,8 +153,7 @@ def parse_txt(text: str, name: str = "<txt>", height: int | None = None,
                 f"{size[0]}x{size[1]} of {size_from}"
             )
         frames.setdefault(obj.frame, []).append(obj)
-    for objects in frames.values():
-        _check_frame(objects, name)
+    _validate([o for objects in frames.values() for o in objects], name)
     return dict(sorted(frames.items()))
 
 
@@ -172,11 +178,9 @@ def decode_id_map(objects: Sequence[KittiObject], height: int, width: int, name:
             )
     if not objects:
         return np.zeros((height, width), dtype=np.int32)
-    runs = _check_frame(objects, name)
-    starts = np.concatenate([r[0] for r in runs])
-    ends = np.concatenate([r[1] for r in runs])
-    values = np.repeat(np.array([o.obj_id for o in objects], dtype=np.int32), [r[0].size for r in runs])
-    return coco.paint_runs(starts, ends, values, height, width)
+    starts, ends, owners = _validate(objects, name)
+    ids = np.fromiter((o.obj_id for o in objects), dtype=np.int32, count=len(objects))
+    return coco.paint_runs(starts, ends, ids[owners], height, width)
 
 
 def check_id(obj_id: int, where: str) -> None:
