@@ -5,7 +5,7 @@ dataset's manifest.
 Layout of `DATA/episodes/<town>_<scenario>_<seed>.h5` (format version 1):
 
 - one dataset per field, frames along the first axis, resizable, per-frame chunks for the image-sized
-  fields so a frame is read with one chunk decode per field:
+  fields so a frame is read with one chunk decode per field (codecs: DEFAULT_COMPRESSION):
   `rgb` (N,H,W,3) uint8, `depth` (N,H,W) float32 metres, `semantic` (N,H,W) uint8 CARLA tag,
   `instance` (N,H,W) uint32 actor id (0 none), `fine` (N,H,W) uint8 fine-grained unknown class (0 none),
   `ego_pose` (N,4,4) float64 world from camera, `timestamp` (N,) float64 seconds, `frame` (N,) int64;
@@ -60,11 +60,12 @@ MANIFEST_KEYS: tuple[str, ...] = ("file", "town", "scenario", "split", "seed", "
 
 #: Default codec per image field, chosen by measurement (benchmarks/bench_episodes.py, 800x600):
 #: gzip level 1 shrinks depth and the label maps 30-200x and decodes them faster than lzf (h5py's lzf
-#: inflates highly compressible data slowly; the shuffle filter costs more than it saves); RGB with
-#: sensor-like noise barely compresses, and lzf decodes it about twice as fast as gzip, so the frame
-#: rate stays high while rendered regions without noise (sky, flat walls) still shrink.
+#: inflates highly compressible data slowly; the shuffle filter costs more than it saves). Rendered RGB
+#: with texture and sensor noise barely compresses without PNG's predictive filters (lzf saves 2%,
+#: gzip-1 23%) while decoding costs 20-35x a plain read, so RGB is stored raw by default; pass
+#: compression={"rgb": {"compression": "gzip", "compression_opts": 1}} to EpisodeWriter for archives.
 DEFAULT_COMPRESSION: dict[str, dict] = {
-    "rgb": {"compression": "lzf"},
+    "rgb": {},
     "depth": {"compression": "gzip", "compression_opts": 1},
     "semantic": {"compression": "gzip", "compression_opts": 1},
     "instance": {"compression": "gzip", "compression_opts": 1},
@@ -205,6 +206,12 @@ class EpisodeWriter:
         self.part_path = self.path.with_name(self.path.name + PART_SUFFIX)
         self.update_manifest = update_manifest
         attrs = dict(attrs)
+        reserved = sorted({"format", "complete", "num_frames", "json_attrs"} & set(attrs))
+        if reserved:
+            raise ValueError(f"{self.path}: attributes {reserved} are set by the writer, not by the caller")
+        if attrs.get("format_version", FORMAT_VERSION) != FORMAT_VERSION:
+            raise ValueError(f"{self.path}: this writer writes format version {FORMAT_VERSION}, "
+                             f"attrs ask for {attrs['format_version']!r}")
         for key in ("width", "height"):
             if key in attrs and int(attrs[key]) != getattr(self, key):
                 raise ValueError(f"{self.path}: attribute {key}={attrs[key]} differs from the frame {key} {getattr(self, key)}")

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from vca_data.episodes import (
+    DEFAULT_COMPRESSION,
     FIELDS,
     EpisodeError,
     EpisodeReader,
@@ -109,7 +110,9 @@ def test_layout_is_chunked_per_frame_compressed_and_resizable(tmp_path):
     with h5py.File(path, "r") as h5:
         for name in ("rgb", "depth", "semantic", "instance", "fine"):
             assert h5[name].chunks[0] == 1 and h5[name].chunks[1:] == h5[name].shape[1:]
-            assert h5[name].compression is not None and h5[name].maxshape[0] is None
+            assert h5[name].compression == DEFAULT_COMPRESSION[name].get("compression") and h5[name].maxshape[0] is None
+        assert h5["semantic"].compression == "gzip"
+        assert h5["semantic"].id.get_storage_size() < h5["semantic"].size  # label maps do shrink
         assert json.loads(h5.attrs["weather"])["nested"] == {"a": [1, 2]}
 
 
@@ -134,6 +137,11 @@ def test_writer_rejects_bad_frames_naming_frame_and_field(tmp_path):
     assert not any((tmp_path / "episodes").iterdir())
     with pytest.raises(ValueError, match="split"):
         EpisodeWriter(tmp_path / "x.h5", dict(ATTRS, split="val"), H, W)
+    with pytest.raises(ValueError, match="set by the writer"):
+        EpisodeWriter(tmp_path / "x.h5", dict(ATTRS, num_frames=3), H, W)
+    with pytest.raises(ValueError, match="width=20 differs"):
+        EpisodeWriter(tmp_path / "x.h5", dict(ATTRS, width=20), H, W)
+    assert not (tmp_path / "x.h5.part").exists()
 
 
 def test_exception_in_with_block_leaves_only_an_ignored_part(tmp_path):
