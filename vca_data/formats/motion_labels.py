@@ -295,7 +295,8 @@ def export_kitti_motion(labels: MotionLabels, root: Path, out_dir: Path) -> list
     obj_id = class*1000 + instance, where `instance` (1..999) numbers the sequence's labelled tracks in
     track id order, so a track keeps its instance when a frame range changes its class. Tracks labelled
     `ignore`, unlabelled tracks and crowd regions are merged into the ignore region (class 10, id 10000).
-    Beside each txt, `<seq>.tracks.json` maps instance -> original track id. Returns the txt paths."""
+    The frame column is the frame index in the sequence (the file number for KITTI-MOTS). Beside each
+    txt, `<seq>.tracks.json` maps instance -> original track id. Returns the txt paths."""
     out_dir = Path(out_dir)
     written = []
     for seq in _export_sequences(labels, root, None):
