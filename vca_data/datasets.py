@@ -35,8 +35,9 @@ class OpenSetDataset(Dataset):
     `transform` is a callable (sample, rng) -> sample over numpy arrays with the keys image, depth,
     label, fine (and instance), e.g. vca_data.transforms.train_transform(...). When it leaves numpy
     arrays (geometric transforms only), they are converted to normalised tensors afterwards. With `seed`
-    set, sample i always gets the same augmentation (default_rng((seed, i))); without it each call
-    draws fresh randomness.
+    set, sample i of epoch e always gets the same augmentation (default_rng((seed, e, i))); call
+    set_epoch(e) before each epoch so epochs differ (DataLoader workers must be re-created, i.e. not
+    persistent, to see the new epoch). Without a seed each call draws fresh randomness.
 
     Episode files are opened lazily, once per process, so every DataLoader worker gets its own h5py
     handle.
@@ -75,6 +76,7 @@ class OpenSetDataset(Dataset):
         self.normalize_depth = normalize_depth
         self.with_instance = with_instance
         self.seed = seed
+        self.epoch = 0
         self.episodes = [
             e for e in read_manifest(self.data_dir)
             if (split is None or e["split"] == split) and (self.scenarios is None or e["scenario"] in self.scenarios)
@@ -127,7 +129,8 @@ class OpenSetDataset(Dataset):
         if self.with_instance:
             sample["instance"] = data["instance"]
         if self.transform is not None:
-            rng = np.random.default_rng((self.seed, index)) if self.seed is not None else np.random.default_rng()
+            rng = (np.random.default_rng((self.seed, self.epoch, index)) if self.seed is not None
+                   else np.random.default_rng())
             sample = self.transform(sample, rng)
         if isinstance(sample["image"], np.ndarray):
             for step in self._finish:
@@ -137,6 +140,10 @@ class OpenSetDataset(Dataset):
             "split": entry["split"],
         }
         return sample
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the augmentation stream of an epoch (only matters with a seed)."""
+        self.epoch = int(epoch)
 
     def close(self) -> None:
         for reader in self._readers.values():

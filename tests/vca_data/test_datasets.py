@@ -107,6 +107,8 @@ def test_augmented_samples_keep_label_values_and_are_seeded(data_dir):
     a, b = ds[1], ds[1]
     assert a["image"].shape == (3, 48, 64) and a["label"].shape == (48, 64)
     torch.testing.assert_close(a["image"], b["image"])
+    ds.set_epoch(1)
+    assert not torch.equal(ds[1]["image"], a["image"])  # a new epoch draws new augmentations
     allowed = set(carla_to_train(np.arange(29, dtype=np.uint8)).tolist()) | {UNKNOWN, VOID}
     assert set(a["label"].unique().tolist()) <= allowed
 
