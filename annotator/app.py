@@ -71,8 +71,8 @@ class MainWindow(QMainWindow):
         self.shortcuts = shortcuts if shortcuts is not None else load_shortcuts()
         self.session: AnnotationSession | None = None
         self.store: FrameStore | None = None
-        self.root: Path | None = None
         self.frame = 0
+        self.direction = 1  # of the last step: the prefetch thread decodes ahead in this direction
         self.selected: int | None = None
         self.message_box: QMessageBox | None = None
         self.worker: ProposalWorker | None = None
@@ -121,6 +121,7 @@ class MainWindow(QMainWindow):
         self._build_menus()
 
         self.view.clicked.connect(self._on_click)
+        self.view.scale_changed.connect(lambda _s: self._show_frame())
         self.timeline.frame_requested.connect(self.set_frame)
         self.track_list.track_selected.connect(lambda t: self.select_track(t, jump=True))
         self.track_list.filter_changed.connect(lambda _f: self._refresh_tracks())
@@ -216,31 +217,34 @@ class MainWindow(QMainWindow):
     def open_folder(self, root: str | Path, sequence: str | None = None,
                     labels_path: str | Path | None = None) -> bool:
         """Open a sequence; on failure show why and keep the current one. Returns success."""
-        root = Path(root)
         try:
-            session = AnnotationSession.open(root, sequence, labels_path)
+            session = AnnotationSession.open(Path(root), sequence, labels_path)
         except SessionError as exc:
             self.notify(QMessageBox.Critical, "Cannot open this folder", str(exc))
             return False
+        self.show_session(session)
+        return True
+
+    def show_session(self, session: AnnotationSession) -> None:
+        """Make `session` the window's sequence (the previous one is closed)."""
         self.close_session()
         self.session = session
-        self.root = root
-        self.store = FrameStore(session.sequence, session.track_ids, session.overlay_styles)
+        seq = session.sequence
+        self.store = FrameStore(seq, session.overlay_styles)
         self.selected = None
         self.frame = 0
         self.sequence_box.clear()
-        self.sequence_box.addItems(list_sequences(root) or [session.name])
+        self.sequence_box.addItems(list_sequences(seq.root) or [session.name])
         self.sequence_box.setCurrentText(session.name)
-        self.timeline.set_length(session.sequence.num_frames)
-        self.setWindowTitle(f"vca-annotate - {session.sequence.dataset} {session.name} ({root})")
+        self.timeline.set_length(seq.num_frames)
+        self.view.set_frame_size((seq.width, seq.height))
+        self.setWindowTitle(f"vca-annotate - {seq.dataset} {session.name} ({seq.root})")
         self.message_label.setText(session.message or "")
         self._refresh_tracks()
         self._refresh_timeline()
         self.set_frame(0)
-        self.view.fit_to_window()
         if session.message and ("could not be read" in session.message or "also open" in session.message):
             self.notify(QMessageBox.Warning, "Labels file", session.message)
-        return True
 
     def choose_folder(self) -> None:
         path = QFileDialog.getExistingDirectory(self, "Open a KITTI-MOTS or Cityscapes-VPS folder")
@@ -248,8 +252,8 @@ class MainWindow(QMainWindow):
             self.open_folder(path)
 
     def _switch_sequence(self, name: str) -> None:
-        if self.session is not None and self.root is not None and name != self.session.name:
-            self.open_folder(self.root, name)
+        if self.session is not None and name != self.session.name:
+            self.open_folder(self.session.sequence.root, name)
 
     def notify(self, icon: QMessageBox.Icon, title: str, text: str) -> None:
         """A non-blocking message box (kept in `message_box` so tests can read it)."""
@@ -270,6 +274,7 @@ class MainWindow(QMainWindow):
         self._show_frame()
 
     def step(self, delta: int) -> None:
+        self.direction = 1 if delta >= 0 else -1
         self.set_frame(self.frame + delta)
 
     def toggle_play(self) -> None:
@@ -438,7 +443,8 @@ class MainWindow(QMainWindow):
         if self.session is None or self.store is None:
             self.view.clear()
             return
-        image = self.store.overlay(self.frame, self.session.version)
+        scale = min(self.view.scale, 1.0)
+        image = self.store.overlay(self.frame, self.session.version, scale, self.direction)
         outlines = []
         if self.selected is not None and self.selected in self.session.tracks_at(self.frame):
             polygons = self.store.contours(self.frame, self.selected)
@@ -447,7 +453,8 @@ class MainWindow(QMainWindow):
             pen = QPen(QColor(255, 235, 60), 2)
             pen.setCosmetic(True)
             outlines = [(polygons, halo), (polygons, pen)]
-        self.view.set_frame(image, outlines)
+        seq = self.session.sequence
+        self.view.set_frame(image, outlines, (seq.width, seq.height), round(scale, 3))
         self.timeline.set_current(self.frame)
         self._update_status()
 
@@ -516,13 +523,12 @@ class MainWindow(QMainWindow):
         super().closeEvent(event)
 
 
-def run_app(root: str | Path | None = None, sequence: str | None = None, labels_path: str | Path | None = None,
-            shortcuts: dict[str, list[str]] | None = None) -> int:
-    """Start the Qt application with the main window (and `root` opened when given)."""
+def run_app(session: AnnotationSession | None = None, shortcuts: dict[str, list[str]] | None = None) -> int:
+    """Start the Qt application with the main window showing `session` (or nothing yet)."""
     app = QApplication.instance() or QApplication(sys.argv[:1])
     window = MainWindow(shortcuts)
     app.aboutToQuit.connect(window.close_session)  # quitting without closing the window ends cleanly too
     window.show()
-    if root is not None and not window.open_folder(root, sequence, labels_path):
-        return 2
+    if session is not None:
+        window.show_session(session)
     return app.exec_()

@@ -127,13 +127,23 @@ class LRUCache(Generic[K, V]):
 
 @dataclass
 class DecodedFrame:
-    """One frame ready to draw: the RGB image and, per pixel, the slot (1-based position in the
-    session's track-id list, 0 background) of the track covering it."""
+    """One frame ready to draw: the RGB image and, per pixel, the position (1-based) in `track_ids`
+    of the track covering it (0 background). uint8 when the frame holds at most 127 tracks, so that
+    the overlay is rendered with OpenCV look-up tables, which release the GIL (the UI thread keeps
+    running while the prefetch thread renders); uint16 otherwise."""
 
     index: int
-    rgb: np.ndarray          # HxWx3 uint8
-    slots: np.ndarray        # HxW uint16
+    rgb: np.ndarray              # HxWx3 uint8
+    local: np.ndarray            # HxW uint8 or uint16
+    track_ids: list[int]
     contours: dict[int, list[np.ndarray]] = field(default_factory=dict)
+
+    def position(self, track: int) -> int:
+        """1-based position of `track` in this frame, 0 when absent."""
+        try:
+            return self.track_ids.index(track) + 1
+        except ValueError:
+            return 0
 
 
 class FrameStore:
@@ -141,62 +151,63 @@ class FrameStore:
     frames after the current one prefetched on a worker thread.
 
     `styles(frame)` gives {track_id: (rgb colour, unconfirmed)} for the tracks of a frame; overlays
-    are cached under (frame, version), so a label change (new version) re-renders lazily."""
+    are cached under (frame, version, scale), so a label change (new version) re-renders lazily. An
+    overlay for a view that shrinks the frame is resized here, off the UI thread, so that the view
+    only copies pixels instead of filtering the full image on every repaint."""
 
-    def __init__(self, sequence, track_ids: list[int],
-                 styles: Callable[[int], dict[int, tuple[tuple[int, int, int], bool]]],
-                 capacity: int = 96, prefetch: int = 12, alpha: float = 0.45):
+    def __init__(self, sequence, styles: Callable[[int], dict[int, tuple[tuple[int, int, int], bool]]],
+                 capacity: int = 64, prefetch: int = 12, alpha: float = 0.45):
         self.sequence = sequence
-        self.track_ids = list(track_ids)
         self.styles = styles
         self.prefetch_count = prefetch
         self.alpha = alpha
-        self._slot_of = {tid: i + 1 for i, tid in enumerate(self.track_ids)}
-        self._slot_lut = _slot_lookup(self.track_ids)
         h, w = sequence.height, sequence.width
         yy, xx = np.mgrid[0:h, 0:w]
-        # Unconfirmed (proposal) overlays are drawn on diagonal stripes only: a hatch.
-        self._hatch = (((xx + yy) // 5) % 2).astype(np.uint16)
-        self._dash = (((xx + yy) // 6) % 2).astype(np.uint16)
+        # Unconfirmed (proposal) overlays are tinted on diagonal stripes only (a hatch) and outlined
+        # with dashes: one bit per pixel of each pattern, added to twice the track position.
+        self._hatch = (((xx + yy) // 5) % 2).astype(np.uint8)
+        self._dash = (((xx + yy) // 6) % 2).astype(np.uint8)
+        self._cross = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
         self.frames: LRUCache[int, DecodedFrame] = LRUCache(self._decode, capacity)
-        self.overlays: LRUCache[tuple[int, int], np.ndarray] = LRUCache(self._render, capacity)
+        self.overlays: LRUCache[tuple[int, int, float], np.ndarray] = LRUCache(self._render, capacity)
 
     def close(self) -> None:
         self.frames.close()
         self.overlays.close()
 
-    def slot(self, track: int) -> int:
-        return self._slot_of[track]
-
     def frame(self, index: int) -> DecodedFrame:
         return self.frames.get(index)
 
-    def overlay(self, index: int, version: int) -> np.ndarray:
-        """The frame with its instance overlays (HxWx3 uint8), and the next frames queued."""
-        image = self.overlays.get((index, version))
-        self.overlays.discard_if(lambda key: key[1] != version)
-        self.prefetch_from(index, version)
+    def overlay(self, index: int, version: int, scale: float = 1.0, direction: int = 1) -> np.ndarray:
+        """Frame `index` with its instance overlays (HxWx3 uint8), resized by `scale` when it is below
+        1; the next frames in `direction` (+1 or -1) are queued for the prefetch thread."""
+        scale = round(min(float(scale), 1.0), 3)
+        image = self.overlays.get((index, version, scale))
+        self.overlays.discard_if(lambda key: key[1] != version or key[2] != scale)
+        self.prefetch_from(index, version, scale, direction)
         return image
 
-    def prefetch_from(self, index: int, version: int, step: int = 1) -> None:
+    def prefetch_from(self, index: int, version: int, scale: float = 1.0, direction: int = 1) -> None:
         n = self.sequence.num_frames
-        ahead = [(index + step * k, version) for k in range(1, self.prefetch_count + 1)]
+        step = 1 if direction >= 0 else -1
+        ahead = [(index + step * k, version, scale) for k in range(1, self.prefetch_count + 1)]
         self.overlays.prefetch(key for key in ahead if 0 <= key[0] < n)
 
     def track_at(self, index: int, x: float, y: float) -> int | None:
         """Track id under image pixel (x, y) of frame `index`, None for background or outside."""
         frame = self.frame(index)
         xi, yi = int(x), int(y)
-        if not (0 <= yi < frame.slots.shape[0] and 0 <= xi < frame.slots.shape[1]):
+        if not (0 <= yi < frame.local.shape[0] and 0 <= xi < frame.local.shape[1]):
             return None
-        slot = int(frame.slots[yi, xi])
-        return self.track_ids[slot - 1] if slot else None
+        k = int(frame.local[yi, xi])
+        return frame.track_ids[k - 1] if k else None
 
     def contours(self, index: int, track: int) -> list[np.ndarray]:
         """Outline polygons (Nx2 image coordinates) of `track` in frame `index`."""
         frame = self.frame(index)
         if track not in frame.contours:
-            mask = (frame.slots == self._slot_of.get(track, -1)).astype(np.uint8)
+            k = frame.position(track)
+            mask = (frame.local == k).astype(np.uint8) if k else np.zeros(frame.local.shape, np.uint8)
             found, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
             frame.contours[track] = [c.reshape(-1, 2) for c in found if len(c) >= 2]
         return frame.contours[track]
@@ -207,66 +218,68 @@ class FrameStore:
         if rgb.shape[:2] != ids.shape:
             raise ValueError(f"{self.sequence.image_path(index)}: image is {rgb.shape[:2]} but its "
                              f"instance map is {ids.shape}")
-        return DecodedFrame(index, rgb, self._slots(ids))
+        present = sorted({inst.track_id for inst in self.sequence.instances(index) if not inst.crowd})
+        return DecodedFrame(index, rgb, _local_map(ids, present), present)
 
-    def _slots(self, ids: np.ndarray) -> np.ndarray:
-        if self._slot_lut is not None:
-            clipped = np.where((ids >= 0) & (ids < len(self._slot_lut)), ids, 0)
-            return self._slot_lut[clipped]
-        known = np.asarray(self.track_ids, dtype=np.int64)
-        pos = np.searchsorted(known, ids)
-        pos = np.minimum(pos, len(known) - 1)
-        hit = (known[pos] == ids) & (ids != 0)
-        return np.where(hit, pos + 1, 0).astype(np.uint16)
-
-    def _render(self, key: tuple[int, int]) -> np.ndarray:
-        index, _version = key
+    def _render(self, key: tuple[int, int, float]) -> np.ndarray:
+        index, _version, scale = key
         frame = self.frame(index)
         styles = self.styles(index)
-        n = len(self.track_ids) + 1
-        # Row 2*slot + pattern bit of the look-up tables: the colour and whether that pixel is tinted.
-        colours = np.zeros((2 * n, 3), dtype=np.uint8)
-        tint = np.zeros(2 * n, dtype=bool)
-        outline = np.zeros(2 * n, dtype=bool)
-        for tid, (colour, unconfirmed) in styles.items():
-            s = self._slot_of.get(tid)
-            if s is None:
+        # Row 2*k + pattern bit of the look-up tables: colour, tinted or not, outlined or not.
+        rows = 256 if frame.local.dtype == np.uint8 else 2 * len(frame.track_ids) + 2
+        colours = np.zeros((rows, 3), dtype=np.uint8)
+        tint = np.zeros(rows, dtype=np.uint8)
+        outline = np.zeros(rows, dtype=np.uint8)
+        for k, tid in enumerate(frame.track_ids, start=1):
+            if tid not in styles:
                 continue
-            colours[2 * s: 2 * s + 2] = colour
-            tint[2 * s + 1] = True
-            tint[2 * s] = not unconfirmed      # unconfirmed: hatched, every other stripe
-            outline[2 * s + 1] = True
-            outline[2 * s] = not unconfirmed   # unconfirmed: dashed outline
-        slots = frame.slots
-        key_map = slots * 2 + self._hatch
-        tinted = cv2.addWeighted(frame.rgb, 1.0 - self.alpha, colours[key_map], self.alpha, 0.0)
+            colour, unconfirmed = styles[tid]
+            colours[2 * k: 2 * k + 2] = colour
+            tint[2 * k + 1] = outline[2 * k + 1] = 255
+            tint[2 * k] = outline[2 * k] = 0 if unconfirmed else 255
+        local = frame.local
+        tint_key = _twice_plus(local, self._hatch)
+        tinted = cv2.addWeighted(frame.rgb, 1.0 - self.alpha, _lookup(tint_key, colours), self.alpha, 0.0)
         out = frame.rgb.copy()
-        np.copyto(out, tinted, where=tint[key_map][..., None])
-        edge = _boundary(slots)
-        dash_key = slots * 2 + self._dash
-        np.copyto(out, colours[dash_key], where=(edge & outline[dash_key])[..., None])
+        cv2.copyTo(tinted, _lookup(tint_key, tint), out)
+        # Outline: instance pixels with another value in their 4-neighbourhood (max - min != 0).
+        edge = cv2.bitwise_and(cv2.compare(cv2.morphologyEx(local, cv2.MORPH_GRADIENT, self._cross), 0, cv2.CMP_NE),
+                               cv2.compare(local, 0, cv2.CMP_NE))
+        dash_key = _twice_plus(local, self._dash)
+        cv2.copyTo(_lookup(dash_key, colours), cv2.bitwise_and(edge, _lookup(dash_key, outline)), out)
+        if scale < 1.0:
+            h, w = out.shape[:2]
+            size = (max(int(round(w * scale)), 1), max(int(round(h * scale)), 1))
+            # Area averaging only pays off when shrinking a lot; near 1:1 it is slow and looks the same.
+            out = cv2.resize(out, size, interpolation=cv2.INTER_LINEAR if scale >= 0.5 else cv2.INTER_AREA)
         return out
 
 
-def _slot_lookup(track_ids: list[int]) -> np.ndarray | None:
-    """Dense id -> slot table when ids are small enough (KITTI-MOTS, Cityscapes-VPS); else None."""
-    if not track_ids:
-        return np.zeros(1, dtype=np.uint16)
-    top = max(track_ids)
-    if top >= 1 << 24 or min(track_ids) < 0 or len(track_ids) >= 1 << 16:
-        return None
-    lut = np.zeros(top + 1, dtype=np.uint16)
-    lut[np.asarray(track_ids)] = np.arange(1, len(track_ids) + 1, dtype=np.uint16)
-    return lut
+def _local_map(ids: np.ndarray, present: list[int]) -> np.ndarray:
+    """Per pixel, the 1-based position of its track id in `present` (0 elsewhere)."""
+    dtype = np.uint8 if len(present) <= 127 else np.uint16
+    if not present:
+        return np.zeros(ids.shape, dtype=dtype)
+    top = int(ids.max())
+    if top < 1 << 24 and int(ids.min()) >= 0:
+        table = np.zeros(max(top, max(present)) + 1, dtype=dtype)
+        table[present] = np.arange(1, len(present) + 1)
+        return table[ids]
+    known = np.asarray(present, dtype=np.int64)
+    pos = np.minimum(np.searchsorted(known, ids), len(known) - 1)
+    return np.where(known[pos] == ids, pos + 1, 0).astype(dtype)
 
 
-def _boundary(slots: np.ndarray) -> np.ndarray:
-    """Pixels of an instance whose 4-neighbourhood holds another slot (its outline, one pixel wide)."""
-    edge = np.zeros(slots.shape, dtype=bool)
-    horizontal = slots[:, 1:] != slots[:, :-1]
-    vertical = slots[1:, :] != slots[:-1, :]
-    edge[:, 1:] |= horizontal
-    edge[:, :-1] |= horizontal
-    edge[1:, :] |= vertical
-    edge[:-1, :] |= vertical
-    return edge & (slots > 0)
+def _twice_plus(local: np.ndarray, pattern: np.ndarray) -> np.ndarray:
+    if local.dtype == np.uint8:
+        return cv2.add(cv2.add(local, local), pattern)
+    return local * 2 + pattern
+
+
+def _lookup(key: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """table[key]: with OpenCV (GIL released) for uint8 keys, numpy otherwise."""
+    if key.dtype != np.uint8:
+        return table[key]
+    if table.ndim == 1:
+        return cv2.LUT(key, table)
+    return cv2.LUT(cv2.merge([key] * table.shape[1]), table.reshape(256, 1, table.shape[1]))

@@ -133,24 +133,33 @@ def _run_gui(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"vca-annotate: {exc}", file=sys.stderr)
         return 2
-    if args.dir is not None:
-        try:
-            AnnotationSession.check(args.dir, args.sequence, args.labels)
-        except SessionError as exc:
-            print(f"vca-annotate: {exc}", file=sys.stderr)
-            return 2
     if (sys.platform.startswith("linux") and not os.environ.get("QT_QPA_PLATFORM")
             and not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY")):
         print("vca-annotate: no display found (DISPLAY is not set); run it in a desktop session, "
               "or under `xvfb-run vca-annotate ...`", file=sys.stderr)
         return 2
+    session = None
+    if args.dir is not None:
+        try:
+            session = AnnotationSession.open(args.dir, args.sequence, args.labels)
+        except SessionError as exc:
+            print(f"vca-annotate: {exc}", file=sys.stderr)
+            return 2
+        if session.message:
+            print(f"vca-annotate: {session.message}", file=sys.stderr)
     from annotator.app import run_app
 
     try:
-        return run_app(args.dir, args.sequence, args.labels, shortcuts)
+        code = run_app(session, shortcuts)
     except ConfigError as exc:
+        if session is not None:
+            session.close()
         print(f"vca-annotate: {exc}", file=sys.stderr)
         return 2
+    labelled, total = session.progress() if session is not None else (0, 0)
+    if session is not None:
+        print(f"{labelled} / {total} tracks of {session.name} labelled; labels in {session.labels_path}")
+    return code
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,6 +17,7 @@ import json
 import os
 import socket
 import time
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -87,7 +88,7 @@ class AnnotationSession:
         self._frame_tracks: list[list[int]] | None = None
         self._marker = _marker_path(self.labels_path)
         self._adopt_proposals_from_labels()
-        _write_marker(self._marker)
+        self._token = _write_marker(self._marker)
 
     # ---------------------------------------------------------------- opening
 
@@ -102,8 +103,8 @@ class AnnotationSession:
         seq, labels, labels_path, corrupt_error = cls._prepare(root, sequence, labels_path)
         notes: list[str] = []
         marker = _marker_path(labels_path)
-        if marker.exists():
-            note = _recovery_note(marker, labels_path)
+        note = _recovery_note(marker, labels_path) if marker.exists() else None
+        if note is not None:
             if note.startswith("Recovered"):
                 # A write killed between creating its temporary file and the rename leaves the file behind.
                 for name in (labels_path.name, PROPOSALS_FILE):
@@ -121,12 +122,6 @@ class AnnotationSession:
             labels = MotionLabels.new(seq.dataset)
         proposals = _load_proposals(labels_path.with_name(PROPOSALS_FILE), seq)
         return cls(seq, labels, labels_path, proposals, " ".join(notes) or None)
-
-    @classmethod
-    def check(cls, root: str | Path, sequence: str | None = None,
-              labels_path: str | Path | None = None) -> str:
-        """Raise SessionError where `open` would; touch nothing. Returns the sequence name."""
-        return cls._prepare(root, sequence, labels_path)[0].name
 
     @staticmethod
     def _prepare(root: str | Path, sequence: str | None, labels_path: str | Path | None
@@ -158,7 +153,9 @@ class AnnotationSession:
 
     def close(self) -> None:
         """End the session cleanly: the next open will not report a recovery."""
-        self._marker.unlink(missing_ok=True)
+        # Only our own marker: a session opened later on the same labels (a sequence switch) keeps its own.
+        if _read_marker(self._marker).get("token") == self._token:
+            self._marker.unlink(missing_ok=True)
 
     # ---------------------------------------------------------------- reading
 
@@ -403,17 +400,33 @@ def _marker_path(labels_path: Path) -> Path:
     return labels_path.with_name(f".{labels_path.name}.session")
 
 
-def _write_marker(marker: Path) -> None:
-    atomic_write_json(marker, {"pid": os.getpid(), "host": socket.gethostname(), "opened": time.time()})
+def _write_marker(marker: Path) -> str:
+    """Record that a session has the labels open; returns the token that identifies this session."""
+    token = uuid.uuid4().hex
+    atomic_write_json(marker, {"pid": os.getpid(), "host": socket.gethostname(), "opened": time.time(),
+                               "token": token})
+    return token
 
 
-def _recovery_note(marker: Path, labels_path: Path) -> str:
+def _read_marker(marker: Path) -> dict:
     try:
         info = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return info if isinstance(info, dict) else {}
+
+
+def _recovery_note(marker: Path, labels_path: Path) -> str | None:
+    """What to tell the user about a session marker found at open; None when it is this process's own
+    (another sequence of the same dataset, opened before the previous one is closed)."""
+    info = _read_marker(marker)
+    try:
         pid, host = int(info["pid"]), str(info["host"])
-    except (OSError, ValueError, KeyError, TypeError):
+    except (KeyError, TypeError, ValueError):
         pid, host = -1, ""
-    if host == socket.gethostname() and pid != os.getpid() and _pid_alive(pid):
+    if host == socket.gethostname() and pid == os.getpid():
+        return None
+    if host == socket.gethostname() and _pid_alive(pid):
         return (f"{labels_path.name} is also open in another vca-annotate (pid {pid}); "
                 f"the last one to save wins.")
     if labels_path.exists():

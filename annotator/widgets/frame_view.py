@@ -15,6 +15,7 @@ MIN_SCALE, MAX_SCALE = 0.05, 40.0
 
 class FrameView(QWidget):
     clicked = pyqtSignal(float, float)  # image x, y
+    scale_changed = pyqtSignal(float)
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
@@ -24,6 +25,8 @@ class FrameView(QWidget):
         self.setMouseTracking(False)
         self._image: QImage | None = None
         self._array: np.ndarray | None = None  # keeps the QImage's buffer alive
+        self._size = (0, 0)         # width, height of the frame in image coordinates
+        self._image_scale = 1.0     # the shown array is the frame resized by this factor
         self._outlines: list[tuple[list[np.ndarray], QPen]] = []
         self._scale = 1.0
         self._offset = QPointF(0.0, 0.0)
@@ -33,17 +36,35 @@ class FrameView(QWidget):
 
     # ------------------------------------------------------------ content
 
-    def set_frame(self, rgb: np.ndarray, outlines: list[tuple[list[np.ndarray], QPen]]) -> None:
-        """Show `rgb` (HxWx3 uint8) with outline polygons (image coordinates) drawn by their pens."""
+    def set_frame(self, rgb: np.ndarray, outlines: list[tuple[list[np.ndarray], QPen]],
+                  size: tuple[int, int] | None = None, image_scale: float = 1.0) -> None:
+        """Show `rgb` (HxWx3 uint8): the frame of `size` (width, height; default the array's) resized by
+        `image_scale`, with outline polygons (frame coordinates) drawn by their pens."""
         rgb = np.ascontiguousarray(rgb)
         h, w = rgb.shape[:2]
-        first = self._image is None or (self._image.width(), self._image.height()) != (w, h)
+        size = size or (w, h)
+        first = self._image is None or self._size != size
         self._array = rgb
         self._image = QImage(rgb.data, w, h, 3 * w, QImage.Format_RGB888)
+        self._size = size
+        self._image_scale = image_scale
         self._outlines = outlines
-        if first or self._fitted:
+        if first:
             self.fit_to_window()
         self.update()
+
+    def set_frame_size(self, size: tuple[int, int]) -> None:
+        """Announce the frame size (width, height) before the first image, so the view fits it once."""
+        if size != self._size:
+            self._size = size
+            self._image = None
+            self._array = None
+            w, h = size
+            self.fit_to_window()
+
+    def shown_array(self) -> np.ndarray | None:
+        """The pixels on screen (frame resized by `image_scale`)."""
+        return self._array
 
     def clear(self) -> None:
         self._image = None
@@ -69,21 +90,30 @@ class FrameView(QWidget):
         return self._scale
 
     def fit_to_window(self) -> None:
-        if self._image is None:
+        if self._size == (0, 0):
             return
-        w, h = self._image.width(), self._image.height()
-        self._scale = max(MIN_SCALE, min(self.width() / w, self.height() / h))
-        self._offset = QPointF((self.width() - w * self._scale) / 2, (self.height() - h * self._scale) / 2)
+        w, h = self._size
+        self._set_scale(max(MIN_SCALE, min(self.width() / w, self.height() / h)))
+        # Whole-pixel offsets keep a pre-scaled frame on the fast copy path when painting.
+        self._offset = QPointF(round((self.width() - w * self._scale) / 2),
+                               round((self.height() - h * self._scale) / 2))
         self._fitted = True
         self.update()
+
+    def _set_scale(self, scale: float) -> None:
+        changed = scale != self._scale
+        self._scale = scale
+        if changed:
+            self.scale_changed.emit(scale)
 
     def zoom(self, factor: float, anchor: QPointF | None = None) -> None:
         """Zoom by `factor` keeping the image point under `anchor` (default: the centre) in place."""
         if anchor is None:
             anchor = QPointF(self.width() / 2, self.height() / 2)
         fixed = self.widget_to_image(anchor)
-        self._scale = float(np.clip(self._scale * factor, MIN_SCALE, MAX_SCALE))
-        self._offset = anchor - QPointF(fixed.x() * self._scale, fixed.y() * self._scale)
+        self._set_scale(float(np.clip(self._scale * factor, MIN_SCALE, MAX_SCALE)))
+        offset = anchor - QPointF(fixed.x() * self._scale, fixed.y() * self._scale)
+        self._offset = QPointF(round(offset.x()), round(offset.y()))
         self._fitted = False
         self.update()
 
@@ -139,10 +169,15 @@ class FrameView(QWidget):
             painter.setPen(QColor(200, 200, 200))
             painter.drawText(self.rect(), Qt.AlignCenter, "File > Open a KITTI-MOTS or Cityscapes-VPS folder")
             return
+        w, h = self._size
+        if abs(self._image_scale - self._scale) < 1e-3:
+            painter.drawImage(self._offset, self._image)  # already at screen size: a plain copy
+        else:
+            # Smooth scaling only when shrinking: zoomed in, the annotator wants to see the pixels.
+            painter.setTransform(self.transform())
+            painter.setRenderHint(QPainter.SmoothPixmapTransform, self._scale < 1.0)
+            painter.drawImage(QRectF(0, 0, w, h), self._image)
         painter.setTransform(self.transform())
-        # Smooth scaling only when shrinking: zoomed in, the annotator wants to see the pixels.
-        painter.setRenderHint(QPainter.SmoothPixmapTransform, self._scale < 1.0)
-        painter.drawImage(QRectF(0, 0, self._image.width(), self._image.height()), self._image)
         painter.setRenderHint(QPainter.Antialiasing, True)
         for polygons, pen in self._outlines:
             painter.setPen(pen)

@@ -82,8 +82,10 @@ def test_click_label_undo_redo_with_keys(qtbot, window, kitti_root):
     key(qtbot, window, Qt.Key_I)
     assert saved(kitti_root) == {target: ("ignore", "manual")}
     # The frame view shows the label: the track's pixels are blended with the ignore colour.
+    key(qtbot, window, Qt.Key_Plus)  # zoomed in past 1:1, the view shows the full-resolution overlay
+    assert window.view.scale > 1
     x, y = centre_pixel(window.session.sequence.id_map(0), target)
-    shown = window.view._array[y, x].astype(float)
+    shown = window.view.shown_array()[y, x].astype(float)
     raw = window.session.sequence.read_image(0)[y, x].astype(float)
     expected = 0.55 * raw + 0.45 * np.array(LABEL_COLORS["ignore"])
     assert np.abs(shown - expected).max() <= 1.0
@@ -235,3 +237,17 @@ def test_run_proposals_from_the_menu(qtbot, window, kitti_root):
     assert not window.session.proposal_run_path.exists()
     window.track_list.filter_box.setCurrentText("proposals")
     assert window.track_list.track_ids() == sorted(t for t in proposals if t != manual)
+
+
+def test_switch_sequence_keeps_session_marker_and_no_false_recovery(qtbot, window, tmp_path):
+    from vca_data.synthetic import make_kitti_mots_sequence
+
+    root = make_kitti_mots_sequence(tmp_path / "two", seq="0000", num_frames=4, num_objects=2, seed=1)
+    make_kitti_mots_sequence(root, seq="0001", num_frames=4, num_objects=3, seed=2)
+    assert window.open_folder(root)
+    assert [window.sequence_box.itemText(i) for i in range(window.sequence_box.count())] == ["0000", "0001"]
+    window.sequence_box.activated[str].emit("0001")
+    assert window.session.name == "0001" and window.session.message is None
+    assert (root / ".motion_labels.json.session").exists()  # the new session's marker survives the switch
+    window.close()
+    assert not (root / ".motion_labels.json.session").exists()

@@ -203,7 +203,7 @@ def test_lru_cache_evicts_least_recent_and_prefetches():
 
 def test_frame_store_overlay_and_hit_test(kitti_root):
     session = AnnotationSession.open(kitti_root)
-    store = FrameStore(session.sequence, session.track_ids, session.overlay_styles)
+    store = FrameStore(session.sequence, session.overlay_styles)
     ids = session.sequence.id_map(0)
     moving, proposal = session.track_ids[0], session.track_ids[1]
     session.set_label(moving, "moving")
@@ -225,7 +225,14 @@ def test_frame_store_overlay_and_hit_test(kitti_root):
     assert store.track_at(0, -3, 5) is None
     contour = store.contours(0, moving)[0]
     assert contour[:, 0].min() == xs.min() and contour[:, 1].max() == ys.max()
-    assert store.overlays.wait_idle(10) and (3, session.version) in store.overlays  # prefetched ahead
+    assert store.overlays.wait_idle(10) and (3, session.version, 1.0) in store.overlays  # prefetched ahead
+    # Frames with more than 127 tracks use 16-bit maps and numpy look-ups: same pixels.
+    wide = store.frame(0)
+    wide.local = wide.local.astype(np.uint16)
+    assert np.array_equal(store._render((0, session.version, 1.0)), out.astype(np.uint8))
+    small = store.overlay(5, session.version, scale=0.5, direction=-1)
+    assert small.shape == (48, 80, 3)
+    assert store.overlays.wait_idle(10) and (4, session.version, 0.5) in store.overlays  # backwards
     store.close()
     session.close()
 
