@@ -4,6 +4,7 @@ decoding PNGs and masks on the UI thread. Qt-free: values are whatever the loade
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable
@@ -18,10 +19,10 @@ V = TypeVar("V")
 
 
 class LRUCache(Generic[K, V]):
-    """Thread-safe LRU map from keys to `loader(key)`, with a prefetch queue served by one worker
-    thread. A key being loaded by the worker is never loaded twice: `get` waits for it."""
+    """Thread-safe LRU map from keys to `loader(key)`, with a prefetch queue served by `workers`
+    threads. A key being loaded by a worker is never loaded twice: `get` waits for it."""
 
-    def __init__(self, loader: Callable[[K], V], capacity: int = 64):
+    def __init__(self, loader: Callable[[K], V], capacity: int = 64, workers: int = 1):
         if capacity < 1:
             raise ValueError(f"capacity must be >= 1, got {capacity}")
         self.loader = loader
@@ -33,8 +34,10 @@ class LRUCache(Generic[K, V]):
         self._pending: list[K] = []
         self._cond = threading.Condition()
         self._closed = False
-        self._worker = threading.Thread(target=self._serve_prefetch, name="lru-prefetch", daemon=True)
-        self._worker.start()
+        self._workers = [threading.Thread(target=self._serve_prefetch, name=f"lru-prefetch-{k}", daemon=True)
+                         for k in range(workers)]
+        for worker in self._workers:
+            worker.start()
 
     def __len__(self) -> int:
         with self._cond:
@@ -93,7 +96,8 @@ class LRUCache(Generic[K, V]):
             self._closed = True
             self._pending.clear()
             self._cond.notify_all()
-        self._worker.join(timeout=5)
+        for worker in self._workers:
+            worker.join(timeout=5)
 
     def _store(self, key: K, value: V) -> None:
         with self._cond:
@@ -168,8 +172,11 @@ class FrameStore:
         self._hatch = (((xx + yy) // 5) % 2).astype(np.uint8)
         self._dash = (((xx + yy) // 6) % 2).astype(np.uint8)
         self._cross = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
-        self.frames: LRUCache[int, DecodedFrame] = LRUCache(self._decode, capacity)
-        self.overlays: LRUCache[tuple[int, int, float], np.ndarray] = LRUCache(self._render, capacity)
+        # Frames are decoded by the overlay workers (rendering asks for them); PNG decoding and the
+        # OpenCV rendering release the GIL, so two workers use two cores when the machine has them.
+        self.frames: LRUCache[int, DecodedFrame] = LRUCache(self._decode, capacity, workers=0)
+        workers = 2 if (os.cpu_count() or 1) >= 4 else 1
+        self.overlays: LRUCache[tuple[int, int, float], np.ndarray] = LRUCache(self._render, capacity, workers)
 
     def close(self) -> None:
         self.frames.close()
