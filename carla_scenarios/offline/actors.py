@@ -48,6 +48,8 @@ class Actor:
         self._alive = True
         self._simulate_physics = True
         self._body: int | None = None
+        self._contacts: list = []  # what stopped the actor's last move (actors, scenery tags)
+        self._impact = carla.Vector3D()  # the velocity it had when they stopped it
 
     @property
     def is_alive(self) -> bool:
@@ -180,24 +182,43 @@ class Vehicle(Actor):
         yaw = math.radians(tf.rotation.yaw)
         steer = math.radians(c.steer * MAX_STEER_DEG)
         yaw_rate = v_new / self._wheelbase * math.tan(steer) if abs(steer) > 1e-6 else 0.0
-        new_yaw = yaw + yaw_rate * dt
-        mid = (yaw + new_yaw) / 2
-        new = carla.Transform(
-            carla.Location(tf.location.x + v_new * math.cos(mid) * dt, tf.location.y + v_new * math.sin(mid) * dt, tf.location.z),
-            carla.Rotation(pitch=tf.rotation.pitch, yaw=math.degrees(new_yaw), roll=tf.rotation.roll),
-        )
-        if v_new != 0 and self._world._blocked(self, new):
-            # a hit stops the vehicle where it was, as a rigid obstacle would
+        new = self._advanced(tf, v_new, yaw_rate, dt)
+        self._contacts = self._world._obstacles_at(self, new) if v_new != 0 else []
+        if self._contacts:
+            # a hit stops the vehicle against the obstacle (the longest free part of the move, by
+            # bisection), as a rigid obstacle would
+            lo, hi = 0.0, 1.0
+            for _ in range(6):
+                mid = (lo + hi) / 2
+                if self._world._obstacles_at(self, self._advanced(tf, v_new, yaw_rate, dt * mid)):
+                    hi = mid
+                else:
+                    lo = mid
+            self._transform = self._advanced(tf, v_new, yaw_rate, dt * lo)
+            self._impact = carla.Vector3D(v_new * math.cos(yaw), v_new * math.sin(yaw), 0.0)
             self._speed = 0.0
             self._velocity = carla.Vector3D()
             self._angular_velocity = carla.Vector3D()
-            return False
+            return lo > 0
         self._speed = v_new
+        new_yaw = math.radians(new.rotation.yaw)
         self._velocity = carla.Vector3D(v_new * math.cos(new_yaw), v_new * math.sin(new_yaw), 0.0)
         self._angular_velocity = carla.Vector3D(0.0, 0.0, math.degrees(yaw_rate))
         moved = v_new != 0 or yaw_rate != 0
         self._transform = new
         return moved
+
+
+    @staticmethod
+    def _advanced(tf: carla.Transform, speed: float, yaw_rate: float, dt: float) -> carla.Transform:
+        """The pose after dt at constant speed and yaw rate (midpoint heading)."""
+        yaw = math.radians(tf.rotation.yaw)
+        new_yaw = yaw + yaw_rate * dt
+        mid = (yaw + new_yaw) / 2
+        return carla.Transform(
+            carla.Location(tf.location.x + speed * math.cos(mid) * dt, tf.location.y + speed * math.sin(mid) * dt, tf.location.z),
+            carla.Rotation(pitch=tf.rotation.pitch, yaw=math.degrees(new_yaw), roll=tf.rotation.roll),
+        )
 
 
 class Walker(Actor):

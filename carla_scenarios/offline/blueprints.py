@@ -85,7 +85,7 @@ class ActorBlueprint:
             raise RuntimeError(f"attribute {id!r} of blueprint {self.id!r} is not modifiable")
         self._attributes[id] = ActorAttribute(id, value, attr.recommended_values, True, attr.type)
 
-    def copy(self) -> ActorBlueprint:
+    def _copy(self) -> ActorBlueprint:
         return ActorBlueprint(self.id, self.tags, list(self._attributes.values()), self._look)
 
     def __iter__(self) -> Iterator[ActorAttribute]:
@@ -107,7 +107,7 @@ class BlueprintLibrary:
     def find(self, id: str) -> ActorBlueprint:
         for bp in self._blueprints:
             if bp.id == id:
-                return bp.copy()
+                return bp._copy()
         raise IndexError(f"blueprint {id!r} not found")
 
     def filter(self, wildcard_pattern: str) -> BlueprintLibrary:
@@ -121,10 +121,10 @@ class BlueprintLibrary:
         )
 
     def __getitem__(self, pos: int) -> ActorBlueprint:
-        return self._blueprints[pos].copy()
+        return self._blueprints[pos]._copy()
 
     def __iter__(self) -> Iterator[ActorBlueprint]:
-        return iter([bp.copy() for bp in self._blueprints])
+        return iter([bp._copy() for bp in self._blueprints])
 
     def __len__(self) -> int:
         return len(self._blueprints)

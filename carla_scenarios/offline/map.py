@@ -123,24 +123,25 @@ class Town:
     xodr: str
     boxes: list[Box]
     strips: list[Strip]
-    spawn_specs: list[tuple[int, int, float]] = field(default_factory=list)  # (road id, lane id, s)
     walk_nodes: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
     walk_adjacency: list[list[tuple[int, float]]] = field(default_factory=list)
+    _strip_arrays: tuple | None = field(default=None, repr=False)
 
     def on_sidewalk(self, xy: np.ndarray) -> np.ndarray:
-        """Whether each point (N, 2) lies on a sidewalk strip (or a junction's corner between two)."""
+        """Whether each point (N, 2) lies on a sidewalk strip."""
         xy = np.asarray(xy, dtype=float).reshape(-1, 2)
-        inside = np.zeros(len(xy), dtype=bool)
-        for s in self.strips:
-            p0, p1 = np.array(s.p0), np.array(s.p1)
-            d = p1 - p0
-            length = float(np.hypot(*d))
-            u = d / length
-            rel = xy - p0
-            along = rel @ u
-            across = rel @ np.array([-u[1], u[0]])
-            inside |= (along >= 0) & (along <= length) & (np.abs(across) <= s.half_width)
-        return inside
+        if not self.strips:
+            return np.zeros(len(xy), dtype=bool)
+        if self._strip_arrays is None:
+            p0 = np.array([s.p0 for s in self.strips], dtype=float)
+            d = np.array([s.p1 for s in self.strips], dtype=float) - p0
+            length = np.hypot(d[:, 0], d[:, 1])
+            self._strip_arrays = (p0, d / length[:, None], length, np.array([s.half_width for s in self.strips]))
+        p0, u, length, half = self._strip_arrays
+        rel = xy[:, None, :] - p0[None]  # (N, S, 2)
+        along = rel[..., 0] * u[:, 0] + rel[..., 1] * u[:, 1]
+        across = rel[..., 1] * u[:, 0] - rel[..., 0] * u[:, 1]
+        return ((along >= 0) & (along <= length) & (np.abs(across) <= half)).any(axis=1)
 
     def walk_route(self, start: np.ndarray, goal: np.ndarray) -> list[np.ndarray]:
         """Points from start to goal along sidewalks and crossings (Dijkstra on the sidewalk graph)."""
@@ -505,32 +506,31 @@ def build_town(name: str) -> Town:
     xodr = _build_xodr(town_name, nodes, edges, J, style.sidewalk)
     boxes, strips = _scenery(style, nodes, edges, J, rng)
     walk_nodes, walk_adjacency = _walk_graph(strips, nodes, J)
-    spawn_specs = []
-    for e in edges:
-        length = float(np.hypot(*np.subtract(nodes[e.b], nodes[e.a]))) - 2 * J
-        for lane in (-1, -2, 1, 2):
-            for s in np.arange(6.0, length - 6.0, 22.0):
-                spawn_specs.append((e.id, lane, float(s if lane < 0 else length - s)))
-    town = Town(town_name, style, nodes, edges, J, xodr, boxes, strips, spawn_specs, walk_nodes, walk_adjacency)
+    town = Town(town_name, style, nodes, edges, J, xodr, boxes, strips, walk_nodes, walk_adjacency)
     _TOWNS[town_name] = town
     return town
 
 
 class Map(carla.Map):
-    """CARLA's client-side map, built from the town's OpenDRIVE text, plus the town's spawn points
-    (a server normally supplies those)."""
+    """CARLA's client-side map built from OpenDRIVE text (as `carla.Map(name, xodr_content)`), plus
+    recommended spawn points, which a server would otherwise supply."""
 
-    def __init__(self, town: Town) -> None:
-        super().__init__(f"Carla/Maps/{town.name}", town.xodr)
-        self._spawn_points = []
-        for road_id, lane_id, s in town.spawn_specs:
-            wp = self.get_waypoint_xodr(road_id, lane_id, s)
-            if wp is None:
-                continue
-            tf = wp.transform
-            tf.location.z += 0.5  # like CARLA's spawn points, a little above the road
-            self._spawn_points.append(carla.Transform(tf.location, tf.rotation))
+    def __init__(self, name: str, xodr_content: str) -> None:
+        super().__init__(name, xodr_content)
+        self._spawn_points: list[carla.Transform] | None = None
 
     def get_spawn_points(self) -> list[carla.Transform]:
-        """Recommended vehicle spawn points: on every driving lane, about every 22 m, off junctions."""
+        """On every driving lane about every 22 m, at least 6 m from a junction, half a metre above the
+        road like CARLA's spawn points."""
+        if self._spawn_points is None:
+            points = []
+            for wp in self.generate_waypoints(22.0):
+                if wp.is_junction:
+                    continue
+                ahead, behind = wp.next(6.0), wp.previous(6.0)
+                if not ahead or not behind or any(w.is_junction for w in ahead + behind):
+                    continue
+                tf = wp.transform
+                points.append(carla.Transform(carla.Location(tf.location.x, tf.location.y, tf.location.z + 0.5), tf.rotation))
+            self._spawn_points = points
         return [carla.Transform(t.location, t.rotation) for t in self._spawn_points]

@@ -252,15 +252,15 @@ def lighting(weather: carla.WeatherParameters) -> dict:
     cloud = min(max(weather.cloudiness, 0.0), 100.0) / 100.0
     rain = min(max(weather.precipitation, 0.0), 100.0) / 100.0
     day = float(np.clip((altitude + 10.0) / 40.0, 0.0, 1.0))  # 0 at night, 1 from 30 degrees up
-    low_sun = float(np.clip(1.0 - abs(altitude - 8.0) / 22.0, 0.0, 1.0)) * day  # warm light near the horizon
+    low_sun = float(np.clip((30.0 - altitude) / 20.0, 0.0, 1.0)) * float(altitude > -5.0)  # warm light, low sun
     alt = math.radians(max(altitude, 5.0))
     az = math.radians(azimuth)
     # direction towards the sun, CARLA axes then PyBullet's (y negated)
     direction = [math.cos(alt) * math.cos(az), -math.cos(alt) * math.sin(az), math.sin(alt)]
     colour = np.array([1.0, 1.0 - 0.25 * low_sun, 1.0 - 0.5 * low_sun])
-    clear_sky = np.array([0.45, 0.66, 0.92]) * (1 - low_sun) + np.array([0.95, 0.6, 0.35]) * low_sun
+    clear_sky = np.array([0.45, 0.66, 0.92]) * (1 - low_sun) + np.array([1.0, 0.55, 0.3]) * low_sun
     grey = np.array([0.68, 0.7, 0.73]) * (1 - 0.35 * rain)
-    sky = (clear_sky * (1 - cloud) + grey * cloud) * (0.08 + 0.92 * day)
+    sky = (clear_sky * (1 - cloud) + grey * cloud) * (0.08 + 0.92 * max(day, 0.8 * low_sun))
     night_glow = np.array([0.03, 0.04, 0.08]) * (1 - day)
     return {
         "direction": direction,
@@ -299,7 +299,9 @@ def apply_weather(rgb: np.ndarray, depth: np.ndarray, tag: np.ndarray, sky: np.n
     density = weather.fog_density / 100.0 * 0.05 + rain * 0.006
     if density > 0:
         start = max(weather.fog_distance, 0.0)
-        keep = np.exp(np.float32(-density) * np.maximum(depth - np.float32(start), np.float32(0)))
+        # fog saturates by 200 m, so a light haze tints the sky instead of replacing it
+        path = np.clip(depth - np.float32(start), np.float32(0), np.float32(200))
+        keep = np.exp(np.float32(-density) * path)
         fog = sky_rgb * np.float32(0.6) + np.float32(0.4 * 255 * 0.75 * (0.1 + 0.9 * light["day"]))
         out -= fog
         out *= keep[..., None]

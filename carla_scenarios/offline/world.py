@@ -29,7 +29,7 @@ from .blueprints import (
 from .map import SIDEWALK_TOP, Map, build_town
 from .render import Renderer, encode_depth, encode_instance, encode_rgb, encode_semantic
 from .sensors import CollisionEvent, Image, Sensor
-from .shapes import Box, obb_overlap_2d
+from .shapes import Box, boxes_extent, obb_overlap_2d
 
 if TYPE_CHECKING:
     from .client import _Server
@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 DEFAULT_DELTA = 0.05  # the time step of a tick when no fixed_delta_seconds is set
 _SOLID_TAGS = {TAG["Building"], TAG["Pole"], TAG["Fence"], TAG["TrafficSign"], TAG["Vegetation"]}
 _VEHICLE_MASS = 1500.0
+CONTACT_MARGIN = 0.05  # metres
 
 
 class ActorSnapshot:
@@ -91,7 +92,7 @@ class World:
         self._server = server
         self.id = world_id
         self._town = build_town(town_name)
-        self._map = Map(self._town)
+        self._map = Map(f"Carla/Maps/{self._town.name}", self._town.xodr)
         self._renderer = Renderer(self._town.boxes)
         self._library = make_library()
         self._settings = carla.WorldSettings()
@@ -105,6 +106,8 @@ class World:
         self._next_id = 1
         self._rng = np.random.default_rng(0)
         self._on_tick: dict[int, Callable] = {}
+        # seconds spent per part of the tick, for the benchmark (encode includes the callbacks)
+        self._timings = {"traffic": 0.0, "collision": 0.0, "render": 0.0, "encode": 0.0}
         self._next_callback = 1
         solid = [b for b in self._town.boxes if b.tag in _SOLID_TAGS]
         self._solid_tags = np.array([b.tag for b in solid], dtype=np.int64)
@@ -245,10 +248,11 @@ class World:
             z = self._ground_height(loc.x, loc.y)
             placed = carla.Transform(carla.Location(loc.x, loc.y, z), carla.Rotation(yaw=rot.yaw))
         elif bp_id.startswith("walker."):
-            half_h = look["height"] / 2
-            boxes = [Box((b.center[0], b.center[1], b.center[2] - half_h), b.half, b.rgba, b.tag, b.yaw) for b in look["boxes"]]
+            # like CARLA's walkers, the actor's origin is the centre of its bounding box
+            (_, _, cz), (_, _, hz) = boxes_extent(look["boxes"])
+            boxes = [Box((b.center[0], b.center[1], b.center[2] - cz), b.half, b.rgba, b.tag, b.yaw) for b in look["boxes"]]
             tags, cls = [look["tag"]], Walker
-            placed = carla.Transform(carla.Location(loc.x, loc.y, self._ground_height(loc.x, loc.y) + half_h),
+            placed = carla.Transform(carla.Location(loc.x, loc.y, self._ground_height(loc.x, loc.y) + hz),
                                      carla.Rotation(yaw=rot.yaw))
         elif bp_id.startswith("static.prop."):
             boxes, tag = prop_look(blueprint)
@@ -281,9 +285,12 @@ class World:
         return [a for a in self._actors.values()
                 if a._body is not None and a.parent is None and a.id not in exclude and a.is_alive]
 
-    def _overlapping(self, transform: carla.Transform, bbox: carla.BoundingBox, exclude: tuple[int, ...]) -> list:
-        """Actors (and scenery tags, as ints) whose boxes overlap a box placed at transform."""
+    def _overlapping(self, transform: carla.Transform, bbox: carla.BoundingBox, exclude: tuple[int, ...],
+                     margin: float = 0.0) -> list:
+        """Actors (and scenery tags, as ints) whose boxes overlap a box placed at transform (grown by
+        margin on every side)."""
         centre, half, yaw, zr = _world_box(transform, bbox)
+        half = half + margin
         hits: list = []
         others = self._solid_actors(exclude)
         if others:
@@ -302,9 +309,10 @@ class World:
                 hits.extend(int(self._solid_tags[i]) for i in idx[over & zok])
         return hits
 
-    def _blocked(self, actor: Actor, new_transform: carla.Transform) -> bool:
+    def _obstacles_at(self, actor: Actor, new_transform: carla.Transform) -> list:
+        """What the actor would overlap at new_transform (actors, and scenery tags as ints)."""
         exclude = (actor.id,) + tuple(a.id for a in self._actors.values() if a.parent is actor)
-        return bool(self._overlapping(new_transform, actor.bounding_box, exclude))
+        return self._overlapping(new_transform, actor.bounding_box, exclude)
 
     def _scenery_actor(self, tag: int) -> Actor:
         """The stand-in actor for static scenery of one tag (other_actor of a collision with it)."""
@@ -320,6 +328,7 @@ class World:
         self._frame += 1
         self._elapsed += dt
         self._delta = dt
+        t0 = time.perf_counter()
         for tm in self._server.traffic_managers():
             tm._step(self, dt)
         actors = list(self._actors.values())
@@ -329,7 +338,11 @@ class World:
         for a in actors:
             if a.is_alive and not isinstance(a, WalkerAIController) and a._step(dt):
                 self._moved(a)
+        t1 = time.perf_counter()
         self._collisions()
+        t2 = time.perf_counter()
+        self._timings["traffic"] += t1 - t0
+        self._timings["collision"] += t2 - t1
         self._cameras()
         if self._on_tick:
             snapshot = self.get_snapshot()
@@ -343,17 +356,21 @@ class World:
             if parent is None or not parent.is_alive:
                 continue
             exclude = (parent.id,) + tuple(a.id for a in self._actors.values() if a.parent is parent)
-            hits = self._overlapping(parent.get_transform(), parent.bounding_box, exclude)
-            others = [self._scenery_actor(h) if isinstance(h, int) else h for h in hits]
-            now = {o.id for o in others}
-            for other in others:
+            # a margin keeps an actor resting against an obstacle in contact: one event per collision
+            hits = self._overlapping(parent.get_transform(), parent.bounding_box, exclude, CONTACT_MARGIN) + parent._contacts
+            others = {}
+            for h in hits:
+                other = self._scenery_actor(h) if isinstance(h, int) else h
+                others.setdefault(other.id, other)
+            for other in others.values():
                 if other.id in sensor._touching:
                     continue
-                v = parent.get_velocity()
+                v = parent._impact if other in parent._contacts or other.id in {
+                    getattr(c, "id", None) for c in parent._contacts} else parent.get_velocity()
                 w = other.get_velocity()
                 impulse = carla.Vector3D((w.x - v.x) * _VEHICLE_MASS, (w.y - v.y) * _VEHICLE_MASS, 0.0)
                 sensor._deliver(CollisionEvent(self._frame, self._elapsed, sensor.get_transform(), parent, other, impulse))
-            sensor._touching = now
+            sensor._touching = set(others)
 
     def _cameras(self) -> None:
         rigs: dict[tuple, list[Sensor]] = {}
@@ -369,7 +386,10 @@ class World:
             width, height = int(first.attributes["image_size_x"]), int(first.attributes["image_size_y"])
             fov = float(first.attributes["fov"])
             tf = first.get_transform()
+            t0 = time.perf_counter()
             images = self._renderer.render(tf, width, height, fov, self._weather, self._frame)
+            t1 = time.perf_counter()
+            self._timings["render"] += t1 - t0
             for cam in cams:
                 kind = cam.type_id.split(".")[-1]
                 if kind == "rgb":
@@ -381,6 +401,7 @@ class World:
                 else:
                     raw = encode_instance(images["tag"], images["id"])
                 cam._deliver(Image(self._frame, self._elapsed, tf, width, height, fov, raw))
+            self._timings["encode"] += time.perf_counter() - t1
 
     def _close(self) -> None:
         for a in list(self._actors.values()):

@@ -1,0 +1,158 @@
+"""Benchmark: the offline world's synchronous loop with one four-camera rig (rgb, depth, semantic,
+instance) at 640x360 on a driving ego, 20 NPC vehicles and 20 walkers.
+
+Target: at least 15 ticks/s. Reference measured in the same run: the same scene drawn the plain way,
+all of it (ground planes included) by PyBullet's TINY renderer, one `getCameraImage` per camera, which
+is what a direct implementation would do. Prints ticks/s (wall clock and CPU time: the machine may be
+shared), the per-part breakdown (traffic and physics, collisions, render, encode) and PASS/FAIL.
+
+    python benchmarks/bench_offline_world.py [--town Town03] [--ticks 100] [--width 640 --height 360]
+"""
+
+from __future__ import annotations
+
+import argparse
+import queue
+import time
+
+import carla
+import numpy as np
+import pybullet
+from tqdm import tqdm
+
+from carla_scenarios.offline import Client, command
+from carla_scenarios.offline.map import build_town
+from carla_scenarios.offline.render import FAR, NEAR, Renderer
+
+TARGET = 15.0
+CAMERAS = ("rgb", "depth", "semantic_segmentation", "instance_segmentation")
+
+
+def setup(args: argparse.Namespace):
+    client = Client("localhost", 2000)
+    world = client.load_world(args.town)
+    settings = world.get_settings()
+    settings.synchronous_mode = True
+    settings.fixed_delta_seconds = 0.05
+    world.apply_settings(settings)
+    tm = client.get_trafficmanager(8000)
+    tm.set_synchronous_mode(True)
+    tm.set_random_device_seed(args.seed)
+    world.set_pedestrians_seed(args.seed)
+    lib = world.get_blueprint_library()
+    spawns = world.get_map().get_spawn_points()
+    rng = np.random.default_rng(args.seed)
+    order = rng.permutation(len(spawns))
+    ego = world.spawn_actor(lib.find("vehicle.tesla.model3"), spawns[order[0]])
+    ego.set_autopilot(True, tm.get_port())
+    vehicles = lib.filter("vehicle.*")
+    batch = [
+        command.SpawnActor(vehicles[int(rng.integers(0, len(vehicles)))], spawns[i]).then(
+            command.SetAutopilot(command.FutureActor, True, tm.get_port()))
+        for i in order[1:args.vehicles + 1]
+    ]
+    npc = [r.actor_id for r in client.apply_batch_sync(batch, True) if not r.has_error()]
+    walkers = []
+    walker_bps = lib.filter("walker.pedestrian.*")
+    while len(walkers) < args.walkers:
+        bp = walker_bps[int(rng.integers(0, len(walker_bps)))]
+        walker = world.try_spawn_actor(bp, carla.Transform(world.get_random_location_from_navigation()))
+        if walker is None:
+            continue
+        controller = world.spawn_actor(lib.find("controller.ai.walker"), carla.Transform(), attach_to=walker)
+        controller.start()
+        controller.go_to_location(world.get_random_location_from_navigation())
+        controller.set_max_speed(1.4)
+        walkers.append(walker)
+    queues = {}
+    for kind in CAMERAS:
+        bp = lib.find(f"sensor.camera.{kind}")
+        bp.set_attribute("image_size_x", str(args.width))
+        bp.set_attribute("image_size_y", str(args.height))
+        bp.set_attribute("fov", "90")
+        cam = world.spawn_actor(bp, carla.Transform(carla.Location(x=1.5, z=2.4)), attach_to=ego)
+        q: queue.Queue = queue.Queue()
+        cam.listen(q.put)
+        queues[kind] = q
+    return client, world, ego, npc, walkers, queues
+
+
+def run_loop(world, queues, ticks: int) -> tuple[float, float, dict]:
+    for part in world._timings:
+        world._timings[part] = 0.0
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    for _ in tqdm(range(ticks), desc="ticks", leave=False):
+        frame = world.tick()
+        for kind, q in queues.items():
+            image = q.get(timeout=5.0)
+            if image.frame != frame:
+                raise RuntimeError(f"{kind} image of frame {image.frame} arrived for frame {frame}")
+            np.frombuffer(image.raw_data, dtype=np.uint8).reshape(image.height, image.width, 4)
+    return time.perf_counter() - wall0, time.process_time() - cpu0, dict(world._timings)
+
+
+def reference(town_name: str, camera: carla.Transform, width: int, height: int, frames: int) -> tuple[float, float]:
+    """Seconds (wall, CPU) per frame to draw the whole town with PyBullet alone, once per camera."""
+    town = build_town(town_name)
+    renderer = Renderer([])  # empty scene: add every box of the town as PyBullet bodies, ground included
+    for start in range(0, len(town.boxes), 120):
+        renderer.add_body(town.boxes[start:start + 120], 0, carla.Transform())
+    loc = camera.location
+    view = pybullet.computeViewMatrix([loc.x, -loc.y, loc.z], [loc.x + np.cos(np.radians(-camera.rotation.yaw)),
+                                      -loc.y + np.sin(np.radians(-camera.rotation.yaw)), loc.z], [0, 0, 1],
+                                      physicsClientId=renderer.client)
+    vfov = 2 * np.degrees(np.arctan(np.tan(np.radians(45)) * height / width))
+    proj = pybullet.computeProjectionMatrixFOV(vfov, width / height, NEAR, FAR, physicsClientId=renderer.client)
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    for _ in range(frames):
+        for _ in CAMERAS:
+            pybullet.getCameraImage(width, height, view, proj, renderer=pybullet.ER_TINY_RENDERER,
+                                    flags=pybullet.ER_SEGMENTATION_MASK_OBJECT_AND_LINKINDEX, physicsClientId=renderer.client)
+    renderer.close()
+    return (time.perf_counter() - wall0) / frames, (time.process_time() - cpu0) / frames
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--town", default="Town03", help="offline town (default Town03, the largest)")
+    parser.add_argument("--ticks", type=int, default=100, help="timed ticks (default 100)")
+    parser.add_argument("--warmup", type=int, default=10, help="untimed ticks first (default 10)")
+    parser.add_argument("--width", type=int, default=640)
+    parser.add_argument("--height", type=int, default=360)
+    parser.add_argument("--vehicles", type=int, default=20)
+    parser.add_argument("--walkers", type=int, default=20)
+    parser.add_argument("--reference-frames", type=int, default=3, help="frames drawn by the reference (default 3)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    if args.ticks < 1 or args.width < 16 or args.height < 16:
+        parser.error("--ticks must be >= 1 and the image at least 16x16")
+
+    client, world, ego, npc, walkers, queues = setup(args)
+    run_loop(world, queues, args.warmup)
+    start = ego.get_location()
+    wall, cpu, parts = run_loop(world, queues, args.ticks)
+    driven = ego.get_location().distance(start)
+    camera = [a for a in world.get_actors().filter("sensor.camera.rgb")][0].get_transform()
+    ref_wall, ref_cpu = reference(args.town, camera, args.width, args.height, args.reference_frames)
+    client.load_world(args.town)  # releases the actors and the renderer
+
+    rate, cpu_rate = args.ticks / wall, args.ticks / cpu
+    print(f"\noffline world, {args.town}, rig of {len(CAMERAS)} cameras at {args.width}x{args.height}, "
+          f"{len(npc)} NPC vehicles, {len(walkers)} walkers, ego drove {driven:.0f} m in {args.ticks} ticks")
+    print(f"{'measure':34s} {'value':>10s}")
+    print(f"{'ticks/s (wall clock)':34s} {rate:10.1f}")
+    print(f"{'ticks/s (CPU time of this process)':34s} {cpu_rate:10.1f}")
+    other = wall - sum(parts.values())
+    for part, seconds in list(parts.items()) + [("other (queues, decode, loop)", other)]:
+        print(f"{'ms/tick ' + part:34s} {1000 * seconds / args.ticks:10.1f}")
+    print(f"{'reference ms/tick (PyBullet only)':34s} {1000 * ref_wall:10.1f}")
+    print(f"{'reference ms/tick CPU':34s} {1000 * ref_cpu:10.1f}")
+    print(f"{'speed-up vs reference (CPU)':34s} {ref_cpu / (cpu / args.ticks):10.1f}x")
+    verdict = "PASS" if rate >= TARGET else "FAIL"
+    cpu_verdict = "PASS" if cpu_rate >= TARGET else "FAIL"
+    print(f"target >= {TARGET:.0f} ticks/s: wall clock {verdict}, CPU time {cpu_verdict}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

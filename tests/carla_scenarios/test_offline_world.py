@@ -1,0 +1,363 @@
+"""The offline world against known answers: depth of a placed object, semantic and instance images of
+placed actors, weather, determinism, waypoints on lane centres, spawn collisions, collision events,
+the Traffic Manager and walkers."""
+
+from __future__ import annotations
+
+import math
+import queue
+
+import carla
+import numpy as np
+import pytest
+
+from carla_scenarios.offline import Client, command
+from carla_scenarios.offline.map import LANE_WIDTH, TOWN_NAMES
+from carla_scenarios.offline.shapes import rotation_matrix
+from vca_data.labels import TAG, default_catalogue
+
+PORT = 2931  # an address of our own: offline clients at one address share one world
+W, H = 96, 64
+
+
+@pytest.fixture
+def world():
+    client = Client("localhost", PORT)
+    w = client.load_world("Town01")
+    settings = w.get_settings()
+    settings.synchronous_mode = True
+    settings.fixed_delta_seconds = 0.05
+    w.apply_settings(settings)
+    return w
+
+
+def _camera(world, kind, transform, attach_to=None, fov=90, size=(W, H)):
+    bp = world.get_blueprint_library().find(f"sensor.camera.{kind}")
+    bp.set_attribute("image_size_x", str(size[0]))
+    bp.set_attribute("image_size_y", str(size[1]))
+    bp.set_attribute("fov", str(fov))
+    cam = world.spawn_actor(bp, transform, attach_to=attach_to)
+    q: queue.Queue = queue.Queue()
+    cam.listen(q.put)
+    return cam, q
+
+
+def _bgra(image):
+    return np.frombuffer(image.raw_data, dtype=np.uint8).reshape(image.height, image.width, 4)
+
+
+def _depth(image):
+    a = _bgra(image).astype(np.float64)
+    return 1000.0 * (a[..., 2] + a[..., 1] * 256 + a[..., 0] * 256**2) / (256**3 - 1)
+
+
+def _instance(image):
+    a = _bgra(image).astype(np.int64)
+    return a[..., 2], a[..., 1] + 256 * a[..., 0]
+
+
+def _lane_transform(world, distance_ahead=0.0):
+    """A transform on the first spawn point's lane centre, `distance_ahead` metres along the lane."""
+    wp = world.get_map().get_waypoint(world.get_map().get_spawn_points()[0].location)
+    if distance_ahead:
+        wp = wp.next(distance_ahead)[0]
+    return wp.transform
+
+
+def test_rotation_matrix_is_carlas():
+    for pitch, yaw, roll in [(0, 90, 0), (10, -35, 5), (-20, 170, -30)]:
+        t = carla.Transform(carla.Location(), carla.Rotation(pitch=pitch, yaw=yaw, roll=roll))
+        assert np.allclose(rotation_matrix(pitch, yaw, roll), np.array(t.get_matrix())[:3, :3], atol=1e-6)
+
+
+def test_depth_decodes_to_true_distance(world):
+    lane = _lane_transform(world, 10.0)
+    container = world.spawn_actor(world.get_blueprint_library().find("static.prop.container"), lane)
+    camera_tf = carla.Transform(lane.location - lane.get_forward_vector() * 12.0 + carla.Location(z=0.7), lane.rotation)
+    _, q = _camera(world, "depth", camera_tf)
+    frame = world.tick()
+    image = q.get_nowait()
+    assert image.frame == frame and (image.width, image.height) == (W, H)
+    depth = _depth(image)
+    # container front face: 1 m (its half length) before its centre, which is 12 m ahead of the camera
+    front = 12.0 - container.bounding_box.extent.x
+    assert depth[H // 2, W // 2] == pytest.approx(front, abs=0.03)
+    # the road seen in the bottom row lies where a ray through that row meets the ground plane
+    f = W / (2 * math.tan(math.radians(45)))
+    v = H - 0.5
+    expected = camera_tf.location.z * f / (v - H / 2)
+    assert depth[-1, 2] == pytest.approx(expected, rel=0.01)
+    assert depth[0, W // 2] == pytest.approx(1000.0, abs=0.01)  # sky
+
+
+def test_semantic_and_instance_images_agree_with_actors(world):
+    lib = world.get_blueprint_library()
+    lane = _lane_transform(world, 12.0)
+    car = world.spawn_actor(lib.find("vehicle.audi.a2"), lane)
+    beside = carla.Transform(lane.location + lane.get_right_vector() * -LANE_WIDTH, lane.rotation)
+    cone = world.spawn_actor(lib.find("static.prop.constructioncone"), beside)
+    walker_spot = lane.location + lane.get_forward_vector() * 8.0 + lane.get_right_vector() * LANE_WIDTH
+    walker = world.spawn_actor(lib.find("walker.pedestrian.0003"), carla.Transform(walker_spot, lane.rotation))
+    camera_tf = carla.Transform(lane.location - lane.get_forward_vector() * 10.0 + carla.Location(z=1.5), lane.rotation)
+    _, qs = _camera(world, "semantic_segmentation", camera_tf)
+    _, qi = _camera(world, "instance_segmentation", camera_tf)
+    frame = world.tick()
+    sem_image, inst_image = qs.get_nowait(), qi.get_nowait()
+    assert sem_image.frame == inst_image.frame == frame
+    semantic = _bgra(sem_image)[..., 2]
+    assert not _bgra(sem_image)[..., :2].any()  # G and B are zero in CARLA's semantic encoding
+    tag, ids = _instance(inst_image)
+    assert (tag == semantic).all()
+    assert set(np.unique(ids)) == {0, car.id, cone.id, walker.id}
+    assert set(np.unique(semantic[ids == car.id])) == {TAG["Car"]}
+    assert set(np.unique(semantic[ids == walker.id])) == {TAG["Pedestrian"]}
+    assert set(np.unique(semantic[ids == cone.id])) == set(cone.semantic_tags) == {TAG["Static"]}
+    assert car.semantic_tags == [TAG["Car"]]
+    for scenery in ("Roads", "RoadLine", "Sky", "Building"):
+        assert (semantic[ids == 0] == TAG[scenery]).any(), scenery
+    # the car is in the middle of the image, the cone on the left, the walker on the right
+    cols = {a.id: np.nonzero(ids == a.id)[1].mean() for a in (car, cone, walker)}
+    assert cols[cone.id] < cols[car.id] < cols[walker.id]
+
+
+def test_weather_changes_the_image(world):
+    lane = _lane_transform(world)
+    camera_tf = carla.Transform(lane.location + carla.Location(z=2.0), lane.rotation)
+    _, q = _camera(world, "rgb", camera_tf)
+    _, qs = _camera(world, "semantic_segmentation", camera_tf)
+    images = {}
+    for name in ("ClearNoon", "HardRainNoon", "ClearSunset", "ClearNight", "CloudyNoon"):
+        world.set_weather(getattr(carla.WeatherParameters, name))
+        world.tick()
+        images[name] = _bgra(q.get_nowait())[..., :3].astype(np.float64)
+        sky = _bgra(qs.get_nowait())[..., 2] == TAG["Sky"]
+    noon = images["ClearNoon"]
+    for name, image in images.items():
+        if name != "ClearNoon":
+            assert np.abs(image - noon).mean() > 5.0, name
+    assert images["ClearNight"].mean() < 0.5 * noon.mean()
+    # sunset sky is redder than noon's, which is blue
+    assert sky.sum() > 100
+    assert images["ClearSunset"][sky][:, 2].mean() > images["ClearSunset"][sky][:, 0].mean() + 20  # BGR
+    assert noon[sky][:, 0].mean() > noon[sky][:, 2].mean() + 20
+    fog = carla.WeatherParameters.ClearNoon
+    fog.fog_density = 80.0
+    world.set_weather(fog)
+    world.tick()
+    foggy = _bgra(q.get_nowait())[..., :3].astype(np.float64)
+    assert foggy.std() < noon.std()  # fog washes out contrast
+    assert world.get_weather().fog_density == pytest.approx(80.0)
+
+
+def _run_scene(seed: int, ticks: int = 6):
+    client = Client("localhost", PORT)
+    world = client.load_world("Town02")
+    settings = world.get_settings()
+    settings.synchronous_mode = True
+    settings.fixed_delta_seconds = 0.1
+    world.apply_settings(settings)
+    tm = client.get_trafficmanager(8000)
+    tm.set_synchronous_mode(True)
+    tm.set_random_device_seed(seed)
+    world.set_pedestrians_seed(seed)
+    lib = world.get_blueprint_library()
+    spawns = world.get_map().get_spawn_points()
+    ego = world.spawn_actor(lib.find("vehicle.tesla.model3"), spawns[0])
+    batch = [command.SpawnActor(lib.find("vehicle.lincoln.mkz_2020"), spawns[i]).then(
+        command.SetAutopilot(command.FutureActor, True, 8000)) for i in (3, 9, 15)]
+    client.apply_batch_sync(batch, True)
+    for _ in range(3):
+        walker = world.spawn_actor(lib.find("walker.pedestrian.0001"), carla.Transform(world.get_random_location_from_navigation()))
+        controller = world.spawn_actor(lib.find("controller.ai.walker"), carla.Transform(), attach_to=walker)
+        controller.start()
+        controller.go_to_location(world.get_random_location_from_navigation())
+    _, q = _camera(world, "rgb", carla.Transform(carla.Location(x=1.5, z=2.4)), attach_to=ego)
+    _, qi = _camera(world, "instance_segmentation", carla.Transform(carla.Location(x=1.5, z=2.4)), attach_to=ego)
+    frames = []
+    for _ in range(ticks):
+        ego.apply_control(carla.VehicleControl(throttle=0.6, steer=0.05))
+        world.tick()
+        frames.append(q.get_nowait().raw_data + qi.get_nowait().raw_data)
+    poses = sorted((a.id, round(a.get_location().x, 6), round(a.get_location().y, 6)) for a in world.get_actors())
+    return frames, poses
+
+
+def test_same_seed_gives_the_same_frames():
+    frames_a, poses_a = _run_scene(seed=3)
+    frames_b, poses_b = _run_scene(seed=3)
+    assert poses_a == poses_b
+    assert all(a == b for a, b in zip(frames_a, frames_b, strict=True))
+    assert frames_a[0] != frames_a[-1]  # the ego moved
+
+
+def test_waypoints_follow_lane_centres():
+    client = Client("localhost", PORT)
+    m = client.load_world("Town03").get_map()
+    waypoints = m.generate_waypoints(4.0)
+    assert len(waypoints) > 200
+    for wp in waypoints[::7]:
+        loc = wp.transform.location
+        assert wp.lane_width == pytest.approx(LANE_WIDTH)
+        assert wp.lane_type == carla.LaneType.Driving
+        if wp.is_junction or any(w.is_junction for w in wp.next(0.5) + wp.previous(0.5)):
+            continue  # connecting lanes of a junction overlap each other and the lane ends
+        # the waypoint is the centre of the lane the map projects its location to
+        again = m.get_waypoint(loc)
+        assert (again.road_id, again.lane_id) == (wp.road_id, wp.lane_id)
+        assert again.transform.location.distance(loc) < 1e-3
+        # the neighbour lane in the same direction lies one lane width to the side
+        side = wp.get_right_lane() if abs(wp.lane_id) == 1 else wp.get_left_lane()
+        if side is not None and side.lane_type == carla.LaneType.Driving:
+            assert side.transform.location.distance(loc) == pytest.approx(LANE_WIDTH, abs=1e-3)
+    # following next() for 600 m never dead-ends, passes junctions and keeps 2 m steps
+    wp = m.get_waypoint(m.get_spawn_points()[0].location)
+    junctions = 0
+    for i in range(300):
+        nxt = wp.next(2.0)
+        assert nxt, f"dead end after {2 * i} m at {wp.transform.location}"
+        step = nxt[0].transform.location.distance(wp.transform.location)
+        assert 0.5 < step <= 2.01  # shorter only where a lane hands over to the next road
+        junctions += nxt[0].is_junction and not wp.is_junction
+        wp = nxt[i % len(nxt)]
+    assert junctions >= 3
+    assert m.get_waypoint(carla.Location(0, 0, 0)).get_junction() is not None  # a grid node is a junction
+
+
+def test_spawning_on_an_occupied_spot_fails(world):
+    lib = world.get_blueprint_library()
+    spot = world.get_map().get_spawn_points()[0]
+    first = world.try_spawn_actor(lib.find("vehicle.tesla.model3"), spot)
+    assert first is not None and first.is_alive
+    assert world.try_spawn_actor(lib.find("vehicle.audi.a2"), spot) is None
+    with pytest.raises(RuntimeError, match="collision"):
+        world.spawn_actor(lib.find("static.prop.streetbarrier"), spot)
+    ahead = carla.Transform(spot.location + spot.get_forward_vector() * 6.0, spot.rotation)
+    assert world.try_spawn_actor(lib.find("vehicle.audi.a2"), ahead) is not None
+    first.destroy()
+    assert not first.is_alive
+    assert world.try_spawn_actor(lib.find("vehicle.audi.a2"), spot) is not None
+
+
+def test_collision_sensor_fires_and_the_car_stops(world):
+    lib = world.get_blueprint_library()
+    lane = _lane_transform(world)
+    ego = world.spawn_actor(lib.find("vehicle.tesla.model3"), lane)
+    barrier = world.spawn_actor(lib.find("static.prop.streetbarrier"),
+                                carla.Transform(lane.location + lane.get_forward_vector() * 7.0, lane.rotation))
+    sensor = world.spawn_actor(lib.find("sensor.other.collision"), carla.Transform(), attach_to=ego)
+    events = []
+    sensor.listen(events.append)
+    for _ in range(60):
+        ego.apply_control(carla.VehicleControl(throttle=1.0))
+        world.tick()
+    assert len(events) == 1  # one event when the contact begins
+    event = events[0]
+    assert event.actor.id == ego.id and event.other_actor.id == barrier.id
+    assert event.normal_impulse.length() > 0
+    gap = barrier.get_location().distance(ego.get_location())
+    assert gap < 7.0 and gap > ego.bounding_box.extent.x  # it advanced, but not through the barrier
+    assert ego.get_velocity().length() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_traffic_manager_drives_lanes_and_stops_behind_props():
+    client = Client("localhost", PORT)
+    world = client.load_world("Town01")
+    tm = client.get_trafficmanager(8000)
+    tm.set_random_device_seed(1)
+    tm.global_percentage_speed_difference(0.0)
+    lib = world.get_blueprint_library()
+    spawns = world.get_map().get_spawn_points()
+    batch = [command.SpawnActor(lib.find("vehicle.audi.a2"), spawns[i]).then(command.SetAutopilot(command.FutureActor, True, 8000))
+             for i in range(0, 40, 8)]
+    responses = client.apply_batch_sync(batch, True)
+    assert not any(r.has_error() for r in responses)
+    npcs = [world.get_actor(r.actor_id) for r in responses]
+    # block the lane of the first one 25 m ahead
+    blocked = npcs[0]
+    wp = world.get_map().get_waypoint(blocked.get_location()).next(25.0)[0]
+    cones = [world.spawn_actor(lib.find("static.prop.trafficcone01"), wp.transform)]
+    start = {v.id: v.get_location() for v in npcs}
+    for _ in range(120):
+        world.tick()
+        for v in npcs:
+            lane = world.get_map().get_waypoint(v.get_location())
+            assert lane.transform.location.distance(v.get_location()) < 0.5, "off the lane centre"
+    moved = [v.get_location().distance(start[v.id]) for v in npcs[1:]]
+    assert min(moved) > 20.0  # 6 s at up to 30 km/h
+    assert blocked.get_velocity().length() < 0.1
+    gap = blocked.get_location().distance(cones[0].get_location())
+    assert blocked.bounding_box.extent.x < gap < 8.0
+
+
+def test_walkers_walk_the_sidewalks_to_their_destination(world):
+    lib = world.get_blueprint_library()
+    world.set_pedestrians_seed(5)
+    start = world.get_random_location_from_navigation()
+    goal = world.get_random_location_from_navigation()
+    walker = world.spawn_actor(lib.find("walker.pedestrian.0002"), carla.Transform(start))
+    assert walker.get_location().z == pytest.approx(0.15 + walker.bounding_box.extent.z)  # feet on the sidewalk
+    controller = world.spawn_actor(lib.find("controller.ai.walker"), carla.Transform(), attach_to=walker)
+    controller.start()
+    controller.set_max_speed(3.0)
+    controller.go_to_location(goal)
+    town = world._town
+    route = town.walk_route(np.array([start.x, start.y]), np.array([goal.x, goal.y]))
+    length = sum(math.dist(a, b) for a, b in zip(route[:-1], route[1:], strict=True))
+    on_sidewalk = []
+    for _ in range(int(length / (3.0 * 0.05) * 1.2) + 20):
+        world.tick()
+        here = walker.get_location()
+        on_sidewalk.append(town.on_sidewalk(np.array([[here.x, here.y]]))[0])
+        if here.distance(carla.Location(goal.x, goal.y, here.z)) < 0.5:
+            break
+    assert here.distance(carla.Location(goal.x, goal.y, here.z)) < 0.5
+    assert np.mean(on_sidewalk) > 0.7  # off the sidewalk only while crossing roads and corners
+
+
+def test_maps_and_blueprints():
+    client = Client("localhost", PORT)
+    maps = client.get_available_maps()
+    assert maps == [f"/Game/Carla/Maps/{t}" for t in TOWN_NAMES]
+    assert client.load_world("/Game/Carla/Maps/Town07").get_map().name == "Carla/Maps/Town07"
+    with pytest.raises(ValueError, match="Town04"):
+        client.load_world("Town04")
+    world = client.load_world("Town10")
+    assert world.get_map().name == "Carla/Maps/Town10HD"
+    lib = world.get_blueprint_library()
+    assert len(lib.filter("vehicle.*")) >= 4 and len(lib.filter("walker.pedestrian.*")) >= 4
+    assert {bp.id for bp in lib.filter("truck")} == {"vehicle.carlamotors.carlacola"}
+    model3 = lib.find("vehicle.tesla.model3")
+    model3.set_attribute("color", "10,20,30")
+    assert model3.get_attribute("color").as_str() == "10,20,30"
+    assert lib.find("vehicle.tesla.model3").get_attribute("color").as_str() != "10,20,30"  # the library keeps its own
+    assert lib.find("sensor.camera.rgb").get_attribute("image_size_x").as_int() == 800
+    with pytest.raises(IndexError):
+        lib.find("vehicle.does.not_exist")
+    # every blueprint of the unknown-object catalogue spawns, on its own spot, as a Static/Dynamic prop
+    spots = world.get_map().get_spawn_points()
+    k = 0
+    for cls in default_catalogue().classes:
+        for entry in cls.blueprints:
+            bp = lib.find(entry.id)
+            for key, value in entry.attributes.items():
+                bp.set_attribute(key, value)
+            actor = world.spawn_actor(bp, spots[k])
+            k += 1
+            assert actor.type_id == entry.id
+            assert actor.semantic_tags[0] in (TAG["Static"], TAG["Dynamic"])
+            assert actor.bounding_box.extent.z > 0.2
+
+
+def test_towns_look_different():
+    client = Client("localhost", PORT)
+    looks = {}
+    for town in ("Town01", "Town02", "Town07", "Town10HD"):
+        world = client.load_world(town)
+        spot = world.get_map().get_spawn_points()[0]
+        _, q = _camera(world, "rgb", carla.Transform(spot.location + carla.Location(z=2.0), spot.rotation))
+        world.tick()
+        looks[town] = _bgra(q.get_nowait())[..., :3].astype(np.float64)
+    names = list(looks)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            assert np.abs(looks[a] - looks[b]).mean() > 8.0, (a, b)
