@@ -265,7 +265,7 @@ def lighting(weather: carla.WeatherParameters) -> dict:
     return {
         "direction": direction,
         "color": colour.tolist(),
-        "ambient": 0.12 + 0.4 * day * (0.6 + 0.4 * cloud),
+        "ambient": 0.1 + 0.4 * day * (0.8 + 0.2 * cloud),
         "diffuse": (0.85 * (1 - 0.65 * cloud) * day) + 0.05,
         "specular": 0.05 + 0.4 * (1 - cloud) * day,
         "sky": np.clip(sky + night_glow, 0, 1),
