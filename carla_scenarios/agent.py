@@ -121,16 +121,27 @@ class AvoidingAgent:
 
     # -- planning ---------------------------------------------------------------------------------
 
-    def _footprints(self, obstacles: list[Obstacle]):
-        """Per obstacle: s_min, s_max, t_min, t_max, kind, in the route frame (moving ones swept)."""
-        rows = []
-        for ob in obstacles:
-            pts = ob.corners_xy
+    def _footprints(self, obstacles: list[Obstacle], ego_s: float, ego_xy: tuple[float, float], reach: float):
+        """Per obstacle within `reach` metres: s_min, s_max, t_min, t_max, kind, in the route frame
+        (moving ones swept along their velocity)."""
+        pts, owners = [], []
+        for k, ob in enumerate(obstacles):
+            c = ob.corners_xy
+            if math.hypot(c[0, 0] - ego_xy[0], c[0, 1] - ego_xy[1]) > reach:
+                continue
             vx, vy = ob.velocity_xy
             if ob.kind != "static" and vx * vx + vy * vy > 0.04:
-                pts = np.vstack([pts, pts + np.array([vx, vy]) * PREDICTION_S])
-            s, t = self.route.frenet(pts)
-            rows.append((s.min(), s.max(), t.min(), t.max(), ob.kind))
+                c = np.vstack([c, c + np.array([vx, vy]) * PREDICTION_S])
+            pts.append(c)
+            owners.append(np.full(len(c), k))
+        if not pts:
+            return []
+        owner = np.concatenate(owners)
+        s, t = self.route.frenet(np.vstack(pts), (ego_s - reach, ego_s + reach))
+        rows = []
+        for k in np.unique(owner):
+            m = owner == k
+            rows.append((s[m].min(), s[m].max(), t[m].min(), t[m].max(), obstacles[int(k)].kind))
         return rows
 
     def _free_distance(self, rows, ego_s: float, ego_t: float, offset: float, lookahead: float) -> float:
@@ -167,10 +178,12 @@ class AvoidingAgent:
         opts += [-0.45 * w, 0.45 * w]
         return opts
 
-    def plan(self, obstacles: list[Obstacle], ego_s: float, ego_t: float, speed: float) -> tuple[float, float]:
+    def plan(self, obstacles: list[Obstacle], ego_s: float, ego_t: float, speed: float,
+             ego_xy: tuple[float, float]) -> tuple[float, float]:
         """Choose the lateral offset and the free distance ahead in its corridor."""
         lookahead = max(15.0, speed * speed / (2 * COMFORT_DECEL) + 2.0 * speed + 6.0)
-        rows = self._footprints(obstacles)
+        reach = lookahead + self.half_length + 2 * PREDICTION_S * 15.0  # anything that can reach us
+        rows = self._footprints(obstacles, ego_s, ego_xy, reach)
         gaps = {o: self._free_distance(rows, ego_s, ego_t, o, lookahead) for o in self._lane_offsets(ego_s)}
         if self.offset not in gaps:
             gaps[self.offset] = self._free_distance(rows, ego_s, ego_t, self.offset, lookahead)
@@ -189,7 +202,7 @@ class AvoidingAgent:
     def run_step(self, obstacles: list[Obstacle], x: float, y: float, yaw_deg: float, speed: float, dt: float) -> Control:
         """One control step from the ego's pose (CARLA world, centre of its box) and speed (m/s)."""
         (s,), (t,) = self.route.frenet(np.array([[x, y]]))
-        offset, gap = self.plan(obstacles, float(s), float(t), speed)
+        offset, gap = self.plan(obstacles, float(s), float(t), speed, (x, y))
         self.last_gap = gap
         r = math.radians(yaw_deg)
         rear = (x - 0.5 * self.wheelbase * math.cos(r), y - 0.5 * self.wheelbase * math.sin(r))

@@ -19,6 +19,7 @@ import logging
 import math
 import os
 import shutil
+import sys
 import time
 import zlib
 from collections.abc import Callable
@@ -31,7 +32,7 @@ import numpy as np
 from carla_scenarios import decode
 from carla_scenarios.agent import AvoidingAgent, obstacles_from_actors
 from carla_scenarios.recorder import EpisodeRecorder
-from carla_scenarios.rig import CAMERA_MOUNT, ActorRegistry, SensorRig, SynchronousMode
+from carla_scenarios.rig import ActorRegistry, SensorRig, SynchronousMode
 from carla_scenarios.route import Route, lane_route
 from carla_scenarios.scenarios import Layout, plan_layout, world_pose
 from vca_data.episodes import EPISODES_DIR, episode_filename, read_manifest, update_manifest, validate
@@ -176,12 +177,30 @@ def connect(backend: str, host: str, port: int, probe_timeout: float = 2.0, time
                 f"no CARLA server answered at {host}:{port} within {probe_timeout:g} s "
                 f"(start CarlaUE4.sh, check --host/--port, or use --backend offline)"
             )
-    from carla_scenarios.offline import Client as OfflineClient
-
+    with _c_stdout_silenced():  # pybullet prints its build time on import; the backend line comes first
+        from carla_scenarios.offline import Client as OfflineClient
     client = OfflineClient(host, port)
     client.set_timeout(timeout)
     why = "" if backend == "offline" else f", no CARLA server at {host}:{port}"
     return client, f"offline (in-process PyBullet world{why})"
+
+
+@contextlib.contextmanager
+def _c_stdout_silenced():
+    sys.stdout.flush()
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # captured or replaced stdout: nothing to silence
+        yield
+        return
+    saved = os.dup(fd)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), fd)
+            yield
+    finally:
+        os.dup2(saved, fd)
+        os.close(saved)
 
 
 def backend_name(description: str) -> str:
@@ -224,6 +243,7 @@ class CollectOptions:
     vehicles: int | None = None  # None: drawn from the town's range
     walkers: int | None = None
     tm_port: int = 8000
+    record: bool = True  # False: drive and render without decoding or writing (the benchmark's bare loop)
 
     def validate(self) -> None:
         if self.frames < 1:
@@ -265,10 +285,11 @@ class EpisodeResult:
 
 
 def layout_distance(options: CollectOptions) -> tuple[float, float]:
-    """Where the scenario starts ahead of the ego: about 40 m (as the VCA authors) for long episodes,
-    closer for short ones, so that the ego reaches the objects before the episode ends."""
-    far = min(38.0, 0.75 * options.drive_distance() + 14.0)
-    return max(12.0, far - 8.0), max(16.0, far)
+    """Where the scenario starts ahead of the ego: about 30-38 m (the VCA authors used about 40 m) for
+    long episodes, closer for short ones, so that the ego reaches and passes the objects before the
+    episode ends."""
+    far = min(38.0, max(16.0, 0.6 * options.drive_distance() + 8.0))
+    return max(12.0, far - 8.0), far
 
 
 def choose_route(carla_map, region_end: float, needed: float, rng: np.random.Generator,
@@ -342,10 +363,20 @@ def spawn_unknown_objects(world, registry: ActorRegistry, layout: Layout, route:
 
 def _cars(library, rng: np.random.Generator) -> list:
     vehicles = sorted(library.filter("vehicle.*"), key=lambda b: b.id)
-    cars = [b for b in vehicles if b.has_attribute("number_of_wheels") and int(b.get_attribute("number_of_wheels")) == 4]
+    cars = [b for b in vehicles if b.has_attribute("number_of_wheels") and b.get_attribute("number_of_wheels").as_int() == 4]
     if not (cars or vehicles):
         raise EpisodeSkipped("no vehicle blueprints in the library")
     return cars or vehicles
+
+
+def command_module(blueprint):
+    """The batch command module matching a blueprint's backend: `carla.command` builds commands only
+    from a server's blueprints, the offline world has its own module of the same shape."""
+    if isinstance(blueprint, carla.ActorBlueprint):
+        return carla.command
+    from carla_scenarios.offline import command
+
+    return command
 
 
 def spawn_traffic(client, world, registry: ActorRegistry, rng: np.random.Generator, count: int,
@@ -367,8 +398,8 @@ def spawn_traffic(client, world, registry: ActorRegistry, rng: np.random.Generat
                 bp.set_attribute("color", values[int(rng.integers(len(values)))])
         if bp.has_attribute("role_name"):
             bp.set_attribute("role_name", "autopilot")
-        batch.append(carla.command.SpawnActor(bp, points[int(k)]).then(
-            carla.command.SetAutopilot(carla.command.FutureActor, True, tm_port)))
+        cmd = command_module(bp)
+        batch.append(cmd.SpawnActor(bp, points[int(k)]).then(cmd.SetAutopilot(cmd.FutureActor, True, tm_port)))
     ids = [r.actor_id for r in client.apply_batch_sync(batch, True) if not r.error]
     actors = list(world.get_actors(ids)) if ids else []
     for a in actors:
@@ -394,13 +425,14 @@ def spawn_walkers(client, world, registry: ActorRegistry, rng: np.random.Generat
         bp = walker_bps[int(rng.integers(len(walker_bps)))]
         if bp.has_attribute("is_invincible"):
             bp.set_attribute("is_invincible", "false")
-        batch.append(carla.command.SpawnActor(bp, carla.Transform(loc + carla.Location(z=1.0))))
+        batch.append(command_module(bp).SpawnActor(bp, carla.Transform(loc + carla.Location(z=1.0))))
     ids = [r.actor_id for r in client.apply_batch_sync(batch, True) if not r.error]
     walkers = list(world.get_actors(ids)) if ids else []
     for w in walkers:
         registry.add(w)
     controller_bp = library.find("controller.ai.walker")
-    batch = [carla.command.SpawnActor(controller_bp, carla.Transform(), w.id) for w in walkers]
+    cmd = command_module(controller_bp)
+    batch = [cmd.SpawnActor(controller_bp, carla.Transform(), w.id) for w in walkers]
     cids = [r.actor_id for r in client.apply_batch_sync(batch, True) if not r.error] if batch else []
     controllers = list(world.get_actors(cids)) if cids else []
     for c in controllers:
@@ -425,6 +457,12 @@ def spawn_scenario_walkers(world, registry: ActorRegistry, layout: Layout, route
         if actor is not None:
             out.append(actor)
     return out
+
+
+def camera_mount(bounding_box) -> carla.Transform:
+    """Camera mount just ahead of the ego's box and above its top, so no part of the ego is in view."""
+    loc, ext = bounding_box.location, bounding_box.extent
+    return carla.Transform(carla.Location(x=loc.x + ext.x + 0.05, z=loc.z + ext.z + 0.2))
 
 
 def actor_state(actor) -> list[float]:
@@ -491,13 +529,20 @@ def collect_episode(client, spec: EpisodeSpec, options: CollectOptions, data_dir
         npc_walkers = spawn_walkers(client, world, registry, rng, n_walkers, avoid)
         dynamic = [(a, "vehicle") for a in npc_vehicles] + [(a, "walker") for a in npc_walkers + scene_walkers]
 
-        rig = SensorRig(world, registry, ego, options.width, options.height, options.fov, options.sensor_timeout)
-        for _ in range(options.warmup_ticks):
+        mount = camera_mount(ego.bounding_box)
+        rig = SensorRig(world, registry, ego, options.width, options.height, options.fov, options.sensor_timeout, mount)
+        ego.apply_control(carla.VehicleControl(hand_brake=True))
+        for _ in range(options.warmup_ticks):  # props and traffic settle before recording
             rig.tick()
+        # start at cruising speed, so that short episodes show driving rather than a standing start
+        fwd = ego.get_transform().get_forward_vector()
+        ego.set_target_velocity(carla.Vector3D(fwd.x * options.target_speed, fwd.y * options.target_speed, 0.0))
 
         ext = ego.bounding_box.extent
+        speed_limit = min(options.speed_limit, ego.get_speed_limit() / 3.6)
+        # wheelbase about 1.2 half-lengths for CARLA's cars; pure pursuit tolerates the approximation
         agent = AvoidingAgent(route, half_length=float(ext.x), half_width=float(ext.y),
-                              target_speed=options.target_speed, speed_limit=options.speed_limit)
+                              target_speed=options.target_speed, speed_limit=speed_limit, wheelbase=1.2 * float(ext.x))
         lut = decode.fine_lookup({o["actor_id"]: o["fine_id"] for o in unknown_objects})
         key_of = {decode.instance_key(o["actor_id"]): o["actor_id"] for o in unknown_objects}
         attrs = {
@@ -505,7 +550,7 @@ def collect_episode(client, spec: EpisodeSpec, options: CollectOptions, data_dir
             "weather": weather_record, "backend": backend, "width": options.width, "height": options.height,
             "fov": float(options.fov),
             "intrinsics": decode.intrinsics(options.width, options.height, options.fov).tolist(),
-            "extrinsics": decode.vehicle_from_camera(CAMERA_MOUNT.get_matrix()).tolist(),
+            "extrinsics": decode.vehicle_from_camera(mount.get_matrix()).tolist(),
             "dt": options.dt, "frame_step": options.frame_step, "unknown_objects": unknown_objects,
             "pose_convention": decode.POSE_CONVENTION,
             "instance_encoding": "actor id & 0xFFFF (CARLA instance camera: G + 256 B)",
@@ -516,7 +561,9 @@ def collect_episode(client, spec: EpisodeSpec, options: CollectOptions, data_dir
         tracks = {
             str(a.id): {"kind": kind, "blueprint": a.type_id, "frames": [], "states": []} for a, kind in dynamic
         }
-        recorder = stack.enter_context(EpisodeRecorder(path, attrs, options.height, options.width))
+        recorder = None
+        if options.record:
+            recorder = stack.enter_context(EpisodeRecorder(path, attrs, options.height, options.width))
         for tick in range(options.ticks):
             ego_tf = ego.get_transform()
             vel = ego.get_velocity()
@@ -528,6 +575,9 @@ def collect_episode(client, spec: EpisodeSpec, options: CollectOptions, data_dir
             if on_tick is not None:
                 on_tick(tick)
             if tick % options.frame_step:
+                continue
+            if recorder is None:
+                result.frames += 1
                 continue
             img = rf.images
             instance = decode.decode_instance_ids(img["instance"])
@@ -547,14 +597,17 @@ def collect_episode(client, spec: EpisodeSpec, options: CollectOptions, data_dir
                 t["states"].append([round(v, 4) for v in actor_state(a)])
             if progress is not None:
                 progress(1)
+        result.collisions = list(rig.collisions)
+        result.unknown_objects = unknown_objects
+        if recorder is None:
+            result.seconds = time.perf_counter() - start
+            return result
         atomic_write_json(tracks_path, {"episode": path.name, "dt": options.dt, "frame_step": options.frame_step,
                                         "state_fields": ["x", "y", "z", "yaw", "vx", "vy", "vz"],
                                         "frame": "CARLA world (left-handed, metres, degrees)",
                                         "tracks": tracks}, indent=None)
-        result.collisions = list(rig.collisions)
         result.path = recorder.close()
         result.frames = recorder.frames
-        result.unknown_objects = unknown_objects
     result.seconds = time.perf_counter() - start
     return result
 

@@ -1,90 +1,166 @@
-"""Episode recorder: hands decoded frames to the `vca_data` episode writer on a background thread, so
-compression and disk writes overlap the simulation loop.
+"""Episode recorder: hands decoded frames to the `vca_data` episode writer running in a writer process,
+so compression and disk writes overlap the simulation loop.
 
-The queue is bounded: a slow disk slows the loop down instead of filling memory. An error in the writer
-thread is raised again in the caller's thread at the next `put` or at `close`. Leaving the context
-without `close()` (an exception, Ctrl-C) aborts: the writer's `.part` file is deleted, so nothing the
-reader would take for complete is left behind.
+A process rather than a thread alone: h5py holds the GIL while it compresses and writes, which would
+stall the simulation loop (the offline world renders in-process). A feeder thread takes frames from a
+bounded queue (a slow disk slows the loop down instead of filling memory) and streams them, pickled,
+into the writer's stdin; the writer answers on its stdout.
+
+An error in the writer is raised again in the caller at the next `put` or at `close`. Leaving the
+context without `close()` (an exception, Ctrl-C) aborts: the writer is stopped and the `.part` file
+deleted. The writer runs in its own session, so Ctrl-C reaches only the collector, which decides; if
+the collector dies, the writer reads end of file and deletes its `.part`. Nothing that the reader
+takes for complete is ever left behind.
 """
 
 from __future__ import annotations
 
+import os
+import pickle
 import queue
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
-from vca_data.episodes import EpisodeWriter
+from vca_data.episodes import PART_SUFFIX, EpisodeWriter
 
-_STOP = object()
+_POLL_S = 0.5
+_DONE = object()
 
 
 class RecorderError(RuntimeError):
-    """The writer thread failed; the message carries the episode file and the original error."""
+    """The writer failed; the message carries the episode file and the original error."""
 
 
 class EpisodeRecorder:
     def __init__(self, path: Path, attrs: dict, height: int, width: int, max_queue: int = 8):
         self.path = Path(path)
-        self._writer = EpisodeWriter(self.path, attrs, height, width)
-        self._queue: queue.Queue = queue.Queue(maxsize=max_queue)
-        self._error: BaseException | None = None
-        self._closed = False
-        self._aborting = False
+        self.part_path = self.path.with_name(self.path.name + PART_SUFFIX)
         self.frames = 0
-        self._thread = threading.Thread(target=self._run, name=f"recorder-{self.path.stem}", daemon=True)
-        self._thread.start()
+        self._closed = False
+        self._error: str | None = None
+        self._queue: queue.Queue = queue.Queue(maxsize=max_queue)
+        self._replies: queue.Queue = queue.Queue()
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "carla_scenarios.recorder"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            start_new_session=True,
+        )
+        self._feeder = threading.Thread(target=self._feed, name=f"feed-{self.path.stem}", daemon=True)
+        self._listener = threading.Thread(target=self._listen, name=f"listen-{self.path.stem}", daemon=True)
+        self._feeder.start()
+        self._listener.start()
+        self._queue.put(("open", str(self.path), dict(attrs), int(height), int(width)))
 
-    def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is _STOP:
-                return
-            if self._error is not None or self._aborting:
-                continue  # keep draining so that the producer never blocks on a dead writer
+    # -- threads ----------------------------------------------------------------------------------
+
+    def _feed(self) -> None:
+        pipe = self._process.stdin
+        try:
+            while True:
+                item = self._queue.get()
+                if item is _DONE:
+                    break
+                pickle.dump(item, pipe, protocol=pickle.HIGHEST_PROTOCOL)
+                pipe.flush()
+        except (BrokenPipeError, OSError, ValueError):
+            pass  # the writer is gone; its reply (or exit code) says why
+        finally:
             try:
-                self._writer.append(item)
-            except BaseException as e:
-                self._error = e
+                pipe.close()
+            except (BrokenPipeError, OSError):
+                pass
+
+    def _listen(self) -> None:
+        try:
+            while True:
+                self._replies.put(pickle.load(self._process.stdout))
+        except (EOFError, OSError, pickle.UnpicklingError):
+            self._replies.put(("exit", None))
+
+    # -- caller side ------------------------------------------------------------------------------
+
+    def _take_reply(self, block: bool) -> tuple | None:
+        try:
+            return self._replies.get(timeout=_POLL_S) if block else self._replies.get_nowait()
+        except queue.Empty:
+            return None
+
+    def _note(self, reply: tuple) -> None:
+        kind, value = reply[0], reply[1]
+        if kind == "error":
+            self._error = value
+        elif kind == "exit" and self._error is None:
+            self._error = f"writer process ended unexpectedly (exit code {self._process.wait()})"
 
     def _check(self) -> None:
+        while self._error is None:
+            reply = self._take_reply(block=False)
+            if reply is None:
+                break
+            self._note(reply)
         if self._error is not None:
-            raise RecorderError(f"{self.path}: writing the episode failed: {self._error}") from self._error
+            raise RecorderError(f"{self.path}: writing the episode failed: {self._error}")
 
     def put(self, frame: dict) -> None:
         """Queue one frame (blocks while the queue is full)."""
-        self._check()
         if self._closed:
             raise RecorderError(f"{self.path}: recorder already closed")
+        self._check()
         while True:
             try:
-                self._queue.put(frame, timeout=0.5)
+                self._queue.put(("frame", frame), timeout=_POLL_S)
                 break
             except queue.Full:
                 self._check()
         self.frames += 1
 
-    def _stop_thread(self) -> None:
-        if self._thread.is_alive():
-            self._queue.put(_STOP)
-            self._thread.join()
-
     def close(self) -> Path:
         """Write the remaining frames and complete the file; returns the final episode path."""
-        self._stop_thread()
+        if self._closed:
+            raise RecorderError(f"{self.path}: recorder already closed")
+        self._check()
+        self._queue.put(("close",))
+        self._queue.put(_DONE)
+        result = None
+        while result is None and self._error is None:
+            reply = self._take_reply(block=True)
+            if reply is None:
+                continue
+            if reply[0] == "closed":
+                result = Path(reply[1])
+            elif reply[0] != "ready":
+                self._note(reply)
         self._closed = True
-        try:
-            self._check()
-        except RecorderError:
-            self._writer.abort()
-            raise
-        return self._writer.close()
+        self._shutdown()
+        if result is None:
+            self.part_path.unlink(missing_ok=True)
+            raise RecorderError(f"{self.path}: writing the episode failed: {self._error}")
+        return result
 
     def abort(self) -> None:
-        """Stop writing and delete the partial file."""
+        """Stop the writer and delete the partial file."""
         self._closed = True
-        self._aborting = True
-        self._stop_thread()
-        self._writer.abort()
+        if self._process.poll() is None:
+            self._process.terminate()
+        self._shutdown()
+        self.part_path.unlink(missing_ok=True)
+
+    def _shutdown(self) -> None:
+        try:
+            self._process.wait(timeout=30.0)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+        while True:  # unblock the feeder if it still waits on a full queue
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                break
+        self._queue.put(_DONE)
+        self._feeder.join(timeout=5.0)
+        self._listener.join(timeout=5.0)
+        self._process.stdout.close()
 
     def __enter__(self) -> EpisodeRecorder:
         return self
@@ -92,3 +168,41 @@ class EpisodeRecorder:
     def __exit__(self, exc_type, exc, tb) -> None:
         if not self._closed:
             self.abort()
+
+
+def _serve(source, sink) -> int:
+    """The writer process: open, append frames, close, answering on `sink`; end of input aborts."""
+
+    def reply(*msg) -> None:
+        pickle.dump(msg, sink, protocol=pickle.HIGHEST_PROTOCOL)
+        sink.flush()
+
+    writer = None
+    try:
+        while True:
+            try:
+                msg = pickle.load(source)
+            except EOFError:  # the collector is gone or gave up: never complete this episode
+                if writer is not None:
+                    writer.abort()
+                return 1
+            if msg[0] == "open":
+                writer = EpisodeWriter(Path(msg[1]), msg[2], msg[3], msg[4])
+                reply("ready", None)
+            elif msg[0] == "frame":
+                writer.append(msg[1])
+            elif msg[0] == "close":
+                reply("closed", str(writer.close()))
+                return 0
+    except Exception as e:
+        if writer is not None:
+            writer.abort()
+        reply("error", f"{type(e).__name__}: {e}")
+        return 1
+
+
+if __name__ == "__main__":
+    # the protocol owns the real stdout; anything else printed goes to stderr
+    protocol_out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    sys.exit(_serve(sys.stdin.buffer, protocol_out))

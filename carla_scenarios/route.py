@@ -44,12 +44,20 @@ class Route:
         r = math.radians(yaw)
         return x - t * math.sin(r), y + t * math.cos(r), z, yaw
 
-    def frenet(self, points_xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def frenet(self, points_xy: np.ndarray, s_range: tuple[float, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Project world points (M, 2) on the route: arc length s and signed lateral offset t (right +).
-        Points beyond the ends are extrapolated along the end segments."""
+        Points beyond the ends (of the route, or of `s_range` when given) are extrapolated along the
+        end segments."""
         p = np.asarray(points_xy, dtype=np.float64).reshape(-1, 2)
-        a = self.xyz[:-1, :2]
-        d = self.xyz[1:, :2] - a
+        lo, hi = 0, len(self.s)
+        if s_range is not None:
+            lo = max(0, int(np.searchsorted(self.s, s_range[0])) - 1)
+            hi = min(len(self.s), int(np.searchsorted(self.s, s_range[1])) + 1)
+            hi = max(hi, lo + 2)
+        xy = self.xyz[lo:hi, :2]
+        s0 = self.s[lo:hi]
+        a = xy[:-1]
+        d = xy[1:] - a
         seg_len = np.maximum(np.linalg.norm(d, axis=1), 1e-9)
         u = d / seg_len[:, None]
         rel = p[:, None, :] - a[None, :, :]  # M x S x 2
@@ -61,7 +69,7 @@ class Route:
         dist = np.linalg.norm(p[:, None, :] - foot, axis=2)
         best = np.argmin(dist, axis=1)
         idx = np.arange(len(p))
-        s = self.s[best] + clamped[idx, best]
+        s = s0[best] + clamped[idx, best]
         ub = u[best]
         rb = rel[idx, best]
         t = ub[:, 0] * rb[:, 1] - ub[:, 1] * rb[:, 0]  # cross(u, rel): right positive in CARLA axes

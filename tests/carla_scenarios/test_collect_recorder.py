@@ -1,13 +1,11 @@
 """The background-thread recorder: frames arrive intact and in order; failures and aborts never leave a
 file that the episode reader takes for complete."""
 
-import threading
 import time
 
 import numpy as np
 import pytest
 
-from carla_scenarios import recorder as rec_mod
 from carla_scenarios.recorder import EpisodeRecorder, RecorderError
 from vca_data.episodes import EpisodeReader, read_manifest, validate
 
@@ -63,24 +61,33 @@ def test_writer_error_surfaces_in_caller(tmp_path):
     assert not path.exists() and not path.with_name(path.name + ".part").exists()
 
 
-def test_put_overlaps_with_a_slow_writer(tmp_path, monkeypatch):
-    """The producer keeps running while the writer works: with a bounded queue of 4, putting 4 frames to a
-    writer that takes 50 ms each returns well before 4 x 50 ms."""
-    real = rec_mod.EpisodeWriter
-
-    class Slow(real):
-        def append(self, f):
-            time.sleep(0.05)
-            super().append(f)
-
-    monkeypatch.setattr(rec_mod, "EpisodeWriter", Slow)
+def test_bad_attributes_fail_clearly(tmp_path):
     path = tmp_path / "episodes" / "Town01_parking_3.h5"
-    r = EpisodeRecorder(path, ATTRS, H, W, max_queue=4)
-    t0 = time.perf_counter()
-    for i in range(4):
-        r.put(frame(i))
-    assert time.perf_counter() - t0 < 0.1
-    assert threading.active_count() >= 2
-    r.close()
-    with EpisodeReader(path) as ep:
-        assert len(ep) == 4
+    with pytest.raises(RecorderError, match="split"), EpisodeRecorder(path, {**ATTRS, "split": "val"}, H, W) as r:
+        r.close()
+    assert list((tmp_path / "episodes").glob("*")) == []
+
+
+def test_writer_gives_up_when_its_owner_dies(tmp_path):
+    """The writer process leaves only an incomplete .part when the collector is killed."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "episodes" / "Town01_parking_3.h5"
+    code = (
+        "import sys, os, signal, numpy as np\n"
+        "from carla_scenarios.recorder import EpisodeRecorder\n"
+        f"r = EpisodeRecorder({str(path)!r}, {ATTRS!r}, {H}, {W})\n"
+        "f = dict(rgb=np.zeros(({H}, {W}, 3), np.uint8), depth=np.zeros(({H}, {W}), np.float32), "
+        "semantic=np.zeros(({H}, {W}), np.uint8), instance=np.zeros(({H}, {W}), np.uint32), "
+        "fine=np.zeros(({H}, {W}), np.uint8), ego_pose=np.eye(4), timestamp=0.0, frame=0)\n"
+        "r.put(f)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    ).replace("{H}", str(H)).replace("{W}", str(W))
+    proc = subprocess.run([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+    assert proc.returncode == -9
+    deadline = time.time() + 10
+    while time.time() < deadline and path.with_name(path.name + ".part").exists():
+        time.sleep(0.1)
+    assert not path.exists()
+    assert not (tmp_path / "manifest.json").exists()

@@ -1,0 +1,105 @@
+"""Fixtures of the collector tests: a fault-injecting wrapper around a CARLA-API client (the offline
+world's), whose camera drops a frame, whose tick raises, or which loses its server after some ticks."""
+
+from __future__ import annotations
+
+import pytest
+
+SERVER_LOST = "time-out of 10000ms while waiting for the simulator, make sure the simulator is ready and connected to localhost:2000"
+
+
+class Faults:
+    """What to break and when: `kind` is 'drop_frame', 'tick_raises' or 'disconnect'; `at_tick` counts
+    world ticks from the first one."""
+
+    def __init__(self, kind: str, at_tick: int, sensor: str = "sensor.camera.depth"):
+        if kind not in ("drop_frame", "tick_raises", "disconnect"):
+            raise ValueError(kind)
+        self.kind = kind
+        self.at_tick = at_tick
+        self.sensor = sensor
+        self.ticks = 0
+        self.disconnected = False
+
+    def check(self) -> None:
+        if self.disconnected:
+            raise RuntimeError(SERVER_LOST)
+
+
+class _Proxy:
+    def __init__(self, inner, faults: Faults):
+        object.__setattr__(self, "_inner", inner)
+        object.__setattr__(self, "_faults", faults)
+
+    def __getattr__(self, name):
+        self._faults.check()
+        value = getattr(self._inner, name)
+        if callable(value):
+            def call(*args, **kwargs):
+                self._faults.check()
+                return value(*args, **kwargs)
+            return call
+        return value
+
+    def __setattr__(self, name, value):
+        setattr(self._inner, name, value)
+
+
+class FaultySensor(_Proxy):
+    def listen(self, callback):
+        self._faults.check()
+        faults = self._faults
+        drop = faults.kind == "drop_frame" and self._inner.type_id == faults.sensor
+
+        def deliver(data):
+            if drop and faults.ticks == faults.at_tick:
+                return  # this frame never arrives
+            callback(data)
+
+        self._inner.listen(deliver)
+
+
+class FaultyWorld(_Proxy):
+    def tick(self, *args, **kwargs):
+        f = self._faults
+        f.check()
+        f.ticks += 1
+        if f.ticks == f.at_tick and f.kind == "tick_raises":
+            raise RuntimeError("simulated server error during tick")
+        if f.ticks == f.at_tick and f.kind == "disconnect":
+            f.disconnected = True
+            f.check()
+        return self._inner.tick(*args, **kwargs)
+
+    def spawn_actor(self, *args, **kwargs):
+        self._faults.check()
+        actor = self._inner.spawn_actor(*args, **kwargs)
+        return FaultySensor(actor, self._faults) if actor.type_id.startswith("sensor.") else actor
+
+
+class FaultyClient(_Proxy):
+    def get_world(self):
+        self._faults.check()
+        return FaultyWorld(self._inner.get_world(), self._faults)
+
+    def load_world(self, *args, **kwargs):
+        self._faults.check()
+        return FaultyWorld(self._inner.load_world(*args, **kwargs), self._faults)
+
+
+@pytest.fixture
+def offline_client():
+    from carla_scenarios.offline import Client
+
+    client = Client("localhost", 2000)
+    client.set_timeout(10.0)
+    return client
+
+
+@pytest.fixture
+def faulty_client(offline_client):
+    def make(kind: str, at_tick: int, sensor: str = "sensor.camera.depth"):
+        faults = Faults(kind, at_tick, sensor)
+        return FaultyClient(offline_client, faults), faults
+
+    return make

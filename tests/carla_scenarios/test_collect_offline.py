@@ -1,0 +1,219 @@
+"""End-to-end collection on the offline world: episodes are valid, labelled and collision-free; faults
+(a dropped sensor frame, a failing tick, a lost server) give a clear error and leave no complete-looking
+file; a killed run finishes with --resume; shards merge."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from carla_scenarios import cli
+from carla_scenarios.collector import (
+    CollectOptions,
+    EpisodeSpec,
+    collect_episode,
+    merge_datasets,
+    read_tracks,
+)
+from carla_scenarios.rig import SensorTimeout
+from vca_data.episodes import EpisodeReader, read_manifest, validate
+from vca_data.labels import default_catalogue
+
+SMALL = dict(frames=4, frame_step=2, width=96, height=64, vehicles=3, walkers=2)
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """Three episodes (one per scenario, train and test towns) collected through the CLI."""
+    out = tmp_path_factory.mktemp("data")
+    argv = ["collect", "--town", "Town01,Town02", "--scenario", "all", "--backend", "offline", "--out", str(out),
+            "--frames", "5", "--frame-step", "2", "--width", "96", "--height", "64", "--seed", "3",
+            "--vehicles", "3", "--walkers", "3"]
+    return out, argv
+
+
+def test_cli_collects_valid_labelled_episodes(dataset, capsys):
+    out, argv = dataset
+    assert cli.main(argv) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("backend: offline")
+    assert lines[-1].startswith("collected 6 episodes") and " 0 collisions" in lines[-1] and str(out) in lines[-1]
+    entries = read_manifest(out)
+    assert len(entries) == 6 and {e["backend"] for e in entries} == {"offline"}
+    cat = default_catalogue()
+    seen_all = 0
+    for e in entries:
+        path = out / e["file"]
+        assert validate(path) == []
+        with EpisodeReader(path) as ep:
+            a = ep.attrs
+            assert len(ep) == 5 and a["split"] == cat.split_of_town(a["town"])
+            allowed = {c.fine_id for c in cat.unknown_classes(a["split"], a["scenario"])}
+            ids = {o["fine_id"] for o in a["unknown_objects"]}
+            assert ids and ids <= allowed
+            fine = np.stack([ep.read(i, ["fine"])["fine"] for i in range(len(ep))])
+            assert set(np.unique(fine)) - {0} <= allowed
+            inst = np.stack([ep.read(i, ["instance"])["instance"] for i in range(len(ep))])
+            objs = {o["actor_id"] & 0xFFFF for o in a["unknown_objects"]}
+            seen_all += objs <= set(np.unique(inst[fine > 0]).tolist())
+            # fine labels exactly where the instance camera shows a spawned unknown object
+            np.testing.assert_array_equal(fine > 0, np.isin(inst, list(objs)))
+            poses = ep.column("ego_pose")
+            assert np.allclose(np.linalg.det(poses[:, :3, :3]), 1.0, atol=1e-5)
+            # the camera drives forward: along its own z axis (OpenCV)
+            step = np.linalg.inv(poses[0]) @ poses[-1]
+            assert step[2, 3] > 0.5 and abs(step[0, 3]) < step[2, 3]
+            assert np.asarray(a["intrinsics"]).shape == (3, 3) and a["pose_convention"]
+        assert read_tracks(path)["tracks"]
+    assert seen_all >= 5
+
+
+def test_resume_skips_complete_episodes(dataset, capsys):
+    out, argv = dataset
+    before = {p.name: p.stat().st_mtime_ns for p in (out / "episodes").glob("*.h5")}
+    assert cli.main(argv + ["--resume"]) == 0
+    text = capsys.readouterr().out
+    assert "6 of 6 episodes already complete" in text and text.strip().splitlines()[-1].startswith("collected 0 episodes")
+    assert before == {p.name: p.stat().st_mtime_ns for p in (out / "episodes").glob("*.h5")}
+
+
+def test_export_cityscapes_and_kitti_mots(dataset, tmp_path):
+    import cv2
+
+    from vca_data.formats.motion_labels import MotionLabels
+    from vca_data.formats.sequence import list_sequences, open_sequence
+
+    out, _ = dataset
+    assert cli.main(["export", str(out), "--format", "cityscapes", "--out", str(tmp_path / "cs")]) == 0
+    labels = sorted((tmp_path / "cs" / "gtFine").rglob("*_gtFine_labelTrainIds.png"))
+    assert len(labels) == 30
+    fine_pngs = sorted((tmp_path / "cs" / "gtFine").rglob("*_gtFine_fineIds.png"))
+    any_unknown = False
+    for lab, fin in zip(labels, fine_pngs, strict=True):
+        lab_img = cv2.imread(str(lab), cv2.IMREAD_UNCHANGED)
+        fin_img = cv2.imread(str(fin), cv2.IMREAD_UNCHANGED)
+        assert lab_img.dtype == np.uint8 and np.all((lab_img < 19) | (lab_img >= 254))
+        np.testing.assert_array_equal(lab_img == 254, fin_img > 0)  # each split's own unknowns are 254
+        any_unknown |= bool((lab_img == 254).any())
+    assert any_unknown
+
+    root = tmp_path / "km"
+    assert cli.main(["export", str(out), "--format", "kitti-mots", "--out", str(root)]) == 0
+    seqs = list_sequences(root)
+    assert len(seqs) == 6
+    truth = MotionLabels.load(root / "motion_truth.json")
+    for name in seqs:
+        seq = open_sequence(root, name)
+        assert seq.num_frames == 5 and seq.intrinsics is not None and seq.pose(0) is not None
+        assert seq.depth(0).dtype == np.float32
+        for track_id in seq.tracks():
+            assert track_id // 1000 in (1, 2)
+            assert truth.get(name, track_id) is not None and truth.get(name, track_id).source == "simulator"
+
+
+def test_exported_motion_truth_matches_actor_motion():
+    from carla_scenarios.export import motion_state
+
+    still = [[5.0, 5.0, 0, 0, 0, 0, 0]] * 4
+    moving = [[5.0 + 0.3 * i, 5.0, 0, 0, 3.0, 0, 0] for i in range(4)]
+    assert motion_state(still)[0] == "static" and motion_state(moving)[0] == "moving"
+    stops = [[5.0 + 0.3 * min(i, 3), 5.0, 0, 0, 3.0 if i < 3 else 0.0, 0, 0] for i in range(6)]
+    label, flags = motion_state(stops)
+    assert label == "moving" and flags == [True, True, True, False, False, False]
+
+
+# ---------------------------------------------------------------------------------------------
+# Faults
+# ---------------------------------------------------------------------------------------------
+
+def _our_actors(world, before: set[int]) -> list:
+    return [a for a in world.get_actors() if a.id not in before]
+
+
+@pytest.mark.parametrize("kind, error, match", [
+    ("drop_frame", SensorTimeout, "sensor 'depth' .*frame"),
+    ("tick_raises", RuntimeError, "simulated server error"),
+])
+def test_fault_gives_clear_error_restores_settings_and_actors(kind, error, match, faulty_client, offline_client, tmp_path):
+    client, faults = faulty_client(kind, at_tick=9)
+    world = offline_client.load_world("Town01")
+    settings = world.get_settings()
+    before = {a.id for a in world.get_actors()}
+    spec = EpisodeSpec("Town01", "parking", 1, "train")
+    options = CollectOptions(**SMALL, sensor_timeout=1.0)
+    with pytest.raises(error, match=match):
+        collect_episode(client, spec, options, tmp_path, "offline")
+    assert faults.ticks >= 9
+    world = offline_client.get_world()
+    after = world.get_settings()
+    assert after.synchronous_mode == settings.synchronous_mode
+    assert after.fixed_delta_seconds == settings.fixed_delta_seconds
+    assert _our_actors(world, before) == []
+    assert list((tmp_path / "episodes").glob("*")) == []  # no .h5, no .part, no tracks
+    assert not (tmp_path / "manifest.json").exists()
+
+
+def test_lost_server_gives_clear_error_and_no_complete_file(faulty_client, tmp_path, capsys):
+    client, faults = faulty_client("disconnect", at_tick=9)
+    spec = EpisodeSpec("Town02", "barrier", 1, "test")
+    with pytest.raises(RuntimeError, match="waiting for the simulator"):
+        collect_episode(client, spec, CollectOptions(**SMALL), tmp_path, "offline")
+    assert faults.disconnected
+    for p in (tmp_path / "episodes").glob("*"):
+        assert validate(p) != []
+    assert not (tmp_path / "episodes" / spec.filename).exists()
+
+
+def test_killed_run_completes_with_resume(tmp_path):
+    out = tmp_path / "data"
+    argv = [sys.executable, "-m", "carla_scenarios.cli", "collect", "--town", "Town01", "--scenario", "parking",
+            "--episodes", "3", "--backend", "offline", "--out", str(out), "--frames", "12", "--frame-step", "2",
+            "--width", "96", "--height", "64", "--vehicles", "2", "--walkers", "2"]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # kill it while the second episode is being written
+    deadline = time.time() + 90
+    part = None
+    while time.time() < deadline and proc.poll() is None:
+        done = list((out / "episodes").glob("*.h5"))
+        parts = list((out / "episodes").glob("*.h5.part"))
+        if done and parts:
+            part = parts[0]
+            break
+        time.sleep(0.05)
+    assert part is not None, "collection never reached its second episode"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert validate(part) != []
+    assert all(validate(out / e["file"]) == [] for e in read_manifest(out))
+
+    result = subprocess.run(argv + ["--resume"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "already complete" in result.stdout
+    entries = read_manifest(out)
+    assert sorted(e["seed"] for e in entries) == [0, 1, 2]
+    assert all(validate(out / e["file"]) == [] for e in entries)
+    assert list((out / "episodes").glob("*.part")) == []
+
+
+def test_shards_merge_into_one_dataset(offline_client, tmp_path):
+    options = CollectOptions(**SMALL)
+    specs = [EpisodeSpec("Town01", "barrier", s, "train") for s in (0, 1)]
+    for i, spec in enumerate(specs):
+        collect_episode(offline_client, spec, options, tmp_path / f"shard{i}", "offline")
+    assert cli.main(["merge", str(tmp_path / "shard0"), str(tmp_path / "shard1"), "--out", str(tmp_path / "all")]) == 0
+    entries = read_manifest(tmp_path / "all")
+    assert [e["file"] for e in entries] == [f"episodes/{s.filename}" for s in specs]
+    for e in entries:
+        assert validate(tmp_path / "all" / e["file"]) == []
+        assert json.loads((tmp_path / "all" / "episodes" / (Path(e["file"]).stem + ".tracks.json")).read_text())
+    assert merge_datasets([tmp_path / "shard0"], tmp_path / "all") == 1  # re-merging is idempotent
