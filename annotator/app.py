@@ -412,14 +412,14 @@ class MainWindow(QMainWindow):
         self._show_frame()
 
     def export(self, fmt: str, out: str | Path) -> str:
-        """Write the labels of the open dataset in `fmt` (coco, kitti-mots, png) to `out`; returns a
+        """Write the confirmed labels of the open dataset (every sequence, proposals nobody accepted
+        left out, as `vca-annotate export` does) in `fmt` (coco, kitti-mots, png) to `out`; returns a
         one-line summary."""
-        from annotator.cli import run_export
+        from annotator.cli import confirmed_only, run_export
 
         if self.session is None:
             raise RuntimeError("no sequence is open")
-        return run_export(self.session.labels, self.session.sequence.root, fmt, Path(out),
-                          sequences=[self.session.name])
+        return run_export(confirmed_only(self.session.labels), self.session.sequence.root, fmt, Path(out))
 
     def choose_export(self, fmt: str) -> None:
         if self.session is None:

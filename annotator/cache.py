@@ -235,6 +235,7 @@ class FrameStore:
         # Row 2*k + pattern bit of the look-up tables: colour, tinted or not, outlined or not.
         rows = 256 if frame.local.dtype == np.uint8 else 2 * len(frame.track_ids) + 2
         colours = np.zeros((rows, 3), dtype=np.uint8)
+        edge_colours = np.zeros((rows, 3), dtype=np.uint8)
         tint = np.zeros(rows, dtype=np.uint8)
         outline = np.zeros(rows, dtype=np.uint8)
         for k, tid in enumerate(frame.track_ids, start=1):
@@ -242,6 +243,8 @@ class FrameStore:
                 continue
             colour, unconfirmed = styles[tid]
             colours[2 * k: 2 * k + 2] = colour
+            # A dashed outline in a paler shade stands out against the proposal's own hatch.
+            edge_colours[2 * k: 2 * k + 2] = [(c + 255) // 2 for c in colour] if unconfirmed else colour
             tint[2 * k + 1] = outline[2 * k + 1] = 255
             tint[2 * k] = outline[2 * k] = 0 if unconfirmed else 255
         local = frame.local
@@ -253,7 +256,7 @@ class FrameStore:
         edge = cv2.bitwise_and(cv2.compare(cv2.morphologyEx(local, cv2.MORPH_GRADIENT, self._cross), 0, cv2.CMP_NE),
                                cv2.compare(local, 0, cv2.CMP_NE))
         dash_key = _twice_plus(local, self._dash)
-        cv2.copyTo(_lookup(dash_key, colours), cv2.bitwise_and(edge, _lookup(dash_key, outline)), out)
+        cv2.copyTo(_lookup(dash_key, edge_colours), cv2.bitwise_and(edge, _lookup(dash_key, outline)), out)
         if scale < 1.0:
             h, w = out.shape[:2]
             size = (max(int(round(w * scale)), 1), max(int(round(h * scale)), 1))

@@ -117,6 +117,12 @@ class FrameView(QWidget):
         self._fitted = False
         self.update()
 
+    def center_on(self, x: float, y: float) -> None:
+        """Pan so that image point (x, y) is in the middle of the view."""
+        self._offset = QPointF(round(self.width() / 2 - x * self._scale), round(self.height() / 2 - y * self._scale))
+        self._fitted = False
+        self.update()
+
     # ------------------------------------------------------------ events
 
     def resizeEvent(self, event) -> None:

@@ -38,6 +38,10 @@ class TrackList(QWidget):
         layout.addLayout(row)
         self.table = QTableWidget(0, len(COLUMNS), self)
         self.table.setHorizontalHeaderLabels(COLUMNS)
+        self.table.horizontalHeaderItem(COLUMNS.index("score")).setToolTip(
+            "proposal score: the fraction of the track's frames judged moving")
+        self.table.horizontalHeaderItem(COLUMNS.index("proposal")).setToolTip(
+            "label proposed from motion cues; orange when the confirmed label differs")
         self.table.verticalHeader().setVisible(False)
         self.table.verticalHeader().setDefaultSectionSize(20)
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PyQt5.QtCore import QPoint, Qt
+from PyQt5.QtCore import QPoint, QPointF, Qt
 from PyQt5.QtWidgets import QMessageBox
 
 from annotator.app import MainWindow
@@ -141,6 +141,9 @@ def test_zoom_pan_keep_click_mapping(qtbot, window, kitti_root):
     target = window.session.track_ids[0]
     click_track(qtbot, window, target)  # the click maps through the zoomed, panned transform
     assert window.selected == target
+    view.center_on(40.0, 30.0)
+    centre = view.widget_to_image(QPointF(view.width() / 2, view.height() / 2))
+    assert abs(centre.x() - 40.0) <= 1 and abs(centre.y() - 30.0) <= 1
     key(qtbot, window, Qt.Key_F)
     assert view.scale == pytest.approx(fitted)
 
@@ -206,6 +209,7 @@ def test_bad_folder_and_corrupt_labels_are_reported(qtbot, window, kitti_root, t
 
 def test_export_from_window(qtbot, window, kitti_root, tmp_path):
     window.open_folder(kitti_root)
+    window.session.labels.set("0000", window.session.track_ids[1], "static", source="proposal", score=0.1)
     window.select_track(window.session.track_ids[0])
     key(qtbot, window, Qt.Key_M)
     summary = window.export("coco", tmp_path / "out.json")
