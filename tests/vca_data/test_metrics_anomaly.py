@@ -108,20 +108,22 @@ def test_exact_mode_property_against_sklearn(pixels):
         assert binned["auroc"] == pytest.approx(result["auroc"], abs=1e-12)
 
 
-def test_torch_tensors_give_the_numpy_result():
+@pytest.mark.parametrize("backend", ["auto", "torch"])
+def test_torch_tensors_give_the_numpy_result(backend):
+    # backend "torch" runs the torch-ops histogram (the GPU path) on CPU tensors
     images = make_images(seed=2)
     for exact in (False, True):
         expected = run(images, exact=exact)
         tensors = [(torch.from_numpy(s), torch.from_numpy(y)) for s, y in images]
-        assert run(tensors, exact=exact) == expected
+        assert run(tensors, exact=exact, backend=backend) == expected
     mixed = [(torch.from_numpy(s).double(), y.astype(np.int64)) for s, y in images]
-    assert run(mixed) == run(images)
+    assert run(mixed, backend=backend) == run(images)
 
 
 def test_merge_equals_one_accumulator():
     images = make_images(seed=3, n=6)
     for exact in (False, True):
-        first, second = AnomalyPixelMetrics(exact=exact), AnomalyPixelMetrics(exact=exact)
+        first, second = AnomalyPixelMetrics(exact=exact), AnomalyPixelMetrics(exact=exact, backend="torch")
         for scores, labels in images[:2]:
             first.update(scores, labels)
         for scores, labels in images[2:]:
@@ -156,6 +158,8 @@ def test_no_positives_all_void_single_class_and_ties():
         assert tied["auroc"] == pytest.approx(0.5)
         assert tied["fpr_at_tpr"] == pytest.approx(1.0)
         assert AnomalyPixelMetrics(exact=exact).compute()["num_images"] == 0
+        huge = run([(np.array([1e300, 1.0, -1e300]), np.array([1, 0, 0]))], exact=exact)
+        assert huge["ap"] == 1.0 and huge["auroc"] == 1.0
 
 
 @pytest.mark.parametrize("exact", [True, False])
@@ -170,6 +174,8 @@ def test_non_finite_scores_rejected_with_image_index(exact, bad):
         metric.update(scores, labels, name="frame_b")
     with pytest.raises(ValueError, match=r"image 1: 1 non-finite"):
         metric.update(torch.from_numpy(scores), torch.from_numpy(labels))
+    with pytest.raises(ValueError, match=r"image 0: 1 non-finite"):
+        AnomalyPixelMetrics(backend="torch").update(torch.from_numpy(scores), torch.from_numpy(labels))
     labels[1, 1] = 255  # a NaN under void is harmless
     metric.update(scores, labels)
     assert metric.compute()["num_pixels"] == 31

@@ -2,6 +2,7 @@
 definition, and through the COCO panoptic JSON + PNG adapter."""
 
 import json
+import pickle
 
 import cv2
 import numpy as np
@@ -134,10 +135,18 @@ def test_random_frames_match_the_definition():
         tp, fp, fn, iou = stats[c["id"]]
         assert (metric.tp[i], metric.fp[i], metric.fn[i]) == (tp, fp, fn)
         assert metric.iou_sum[i] == pytest.approx(iou)
+    big = PanopticQuality(CATEGORIES)  # ids beyond the lookup-table range take the binary-search path
+    for pred, pred_segments, gt, gt_segments in frames:
+        shift = lambda ids: np.where(ids > 0, ids + (1 << 40), 0)  # noqa: E731
+        big.update(shift(pred), [dict(s, id=s["id"] + (1 << 40)) for s in pred_segments],
+                   shift(gt), [dict(s, id=s["id"] + (1 << 40)) for s in gt_segments])
+    assert flat(big.compute()) == pytest.approx(flat(metric.compute()), nan_ok=True)
     halves = PanopticQuality(CATEGORIES), PanopticQuality(CATEGORIES)
     for k, frame in enumerate(frames):
         halves[k % 2].update(*frame)
     assert flat(halves[0].merge(halves[1]).compute()) == pytest.approx(flat(metric.compute()), nan_ok=True)
+    shipped = pickle.loads(pickle.dumps(metric))  # as sent between processes; the id lookup cache stays behind
+    assert len(shipped._table) == 0 and flat(shipped.compute()) == flat(metric.compute())
 
 
 def test_category_instance_adapter():

@@ -74,7 +74,7 @@ def test_torch_and_merge_give_the_same_numbers():
     whole = SemanticMetrics()
     for pred, gt in pairs:
         whole.update(pred, gt)
-    first, second = SemanticMetrics(), SemanticMetrics()
+    first, second = SemanticMetrics(backend="torch"), SemanticMetrics()
     for pred, gt in pairs[:2]:
         first.update(torch.from_numpy(pred), torch.from_numpy(gt))
     for pred, gt in pairs[2:]:

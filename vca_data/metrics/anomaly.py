@@ -57,6 +57,20 @@ def is_tensor(x: object) -> bool:
     return torch is not None and isinstance(x, torch.Tensor)
 
 
+BACKENDS: tuple[str, ...] = ("auto", "numpy", "torch")
+
+
+def use_torch_ops(x: object, backend: str) -> bool:
+    """Whether to count `x` with torch ops on its device: "auto" does so for tensors off the CPU (a CPU
+    tensor is read as a numpy array without a copy, which is faster there), "torch" for every tensor,
+    "numpy" never."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if not is_tensor(x) or backend == "numpy":
+        return False
+    return backend == "torch" or x.device.type != "cpu"
+
+
 def _describe(index: int, name: str | None) -> str:
     return f"image {index}" + (f" ({name})" if name else "")
 
@@ -65,7 +79,8 @@ def float_order_keys(scores: np.ndarray) -> np.ndarray:
     """Signed int32 keys that sort exactly like the float32 `scores`: positive floats keep their bit
     pattern, negative floats get their 31 magnitude bits flipped; -0.0 is first turned into +0.0 so
     that equal scores get equal keys."""
-    bits = (np.asarray(scores, dtype=np.float32) + np.float32(0.0)).view(np.int32)
+    with np.errstate(over="ignore"):  # float64 beyond the float32 range becomes +-inf, still in order
+        bits = (np.asarray(scores, dtype=np.float32) + np.float32(0.0)).view(np.int32)
     return bits ^ ((bits >> 31) & np.int32(0x7FFFFFFF))
 
 
@@ -77,7 +92,8 @@ def bin_lower_edges(bins: np.ndarray, bins_bits: int) -> np.ndarray:
     keys = ((np.asarray(bins, dtype=np.int64) - offset) << (32 - bins_bits)).astype(np.int32)
     bits = keys ^ ((keys >> 31) & np.int32(0x7FFFFFFF))  # the key map is its own inverse
     finfo = np.finfo(np.float32)
-    edges = bits.view(np.float32).astype(np.float64)
+    with np.errstate(invalid="ignore"):  # signalling-NaN patterns of the outermost bins
+        edges = bits.view(np.float32).astype(np.float64)
     return np.nan_to_num(edges, nan=float(finfo.min), posinf=float(finfo.max), neginf=float(finfo.min))
 
 
@@ -178,7 +194,8 @@ class AnomalyPixelMetrics:
 
     Parameters: `exact` (keep and sort all scores) or binned with 2**`bins_bits` bins (1-24, default
     20); `void_label` (default 255); `tpr` (default 0.95); `fpr_at_tpr_rule` (see the module docs,
-    default "first_ge")."""
+    default "first_ge"); `backend` for tensors in binned mode: "auto" (torch ops on the tensor's device
+    for GPU tensors, numpy for CPU tensors), "torch" (torch ops for every tensor) or "numpy"."""
 
     def __init__(
         self,
@@ -187,7 +204,10 @@ class AnomalyPixelMetrics:
         void_label: int = 255,
         tpr: float = 0.95,
         fpr_at_tpr_rule: str = "first_ge",
+        backend: str = "auto",
     ):
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         if not 1 <= int(bins_bits) <= 24:  # 2^24 bins: two 128 MiB histograms
             raise ValueError(f"bins_bits must lie in 1..24, got {bins_bits}")
         if fpr_at_tpr_rule not in FPR_AT_TPR_RULES:
@@ -201,6 +221,7 @@ class AnomalyPixelMetrics:
         self.void_label = int(void_label)
         self.tpr = float(tpr)
         self.fpr_at_tpr_rule = fpr_at_tpr_rule
+        self.backend = backend
         self._lut = _label_lut(self.void_label)
         self._keep4, self._base4 = self._slot_tables(np.arange(4))
         self._keep256, self._base256 = self._slot_tables(self._lut)
@@ -222,11 +243,13 @@ class AnomalyPixelMetrics:
         """Add one image (or a batch): `scores` float array/tensor, `labels` integer array/tensor of the
         same shape (0 in-distribution, 1 anomaly, `void_label` void). `name` appears in error messages."""
         where = _describe(self.num_images, name)
+        scores = scores if is_tensor(scores) else np.asarray(scores)
+        labels = labels if is_tensor(labels) else np.asarray(labels)
         if tuple(scores.shape) != tuple(labels.shape):
             raise ValueError(
                 f"{where}: scores shape {tuple(scores.shape)} differs from labels shape {tuple(labels.shape)}"
             )
-        if is_tensor(scores) and not self.exact:
+        if use_torch_ops(scores, self.backend) and not self.exact:
             self._update_torch(scores, labels, where)
         else:
             scores = scores.detach().cpu().numpy() if is_tensor(scores) else np.asarray(scores)
@@ -261,15 +284,14 @@ class AnomalyPixelMetrics:
         return keep, base
 
     def _update_binned(self, scores: np.ndarray, labels: np.ndarray, where: str) -> None:
-        scores32 = scores.astype(np.float32, copy=False)
         if labels.dtype == np.uint8:  # one table lookup per pixel, straight from the label byte
             keep, base = np.take(self._keep256, labels), np.take(self._base256, labels)
         else:
             codes = _label_codes(labels, self.void_label, self._lut)
             keep, base = np.take(self._keep4, codes), np.take(self._base4, codes)
-        if not np.isfinite(scores32).all():
-            self._check_finite(scores32[keep != 0], where)
-        index = float_order_keys(scores32) >> (32 - self.bins_bits)
+        if np.issubdtype(scores.dtype, np.floating) and not np.isfinite(scores).all():
+            self._check_finite(scores[keep != 0], where)
+        index = float_order_keys(scores) >> (32 - self.bins_bits)
         index += np.int32(self.num_bins // 2)
         index &= keep
         index += base
@@ -296,13 +318,12 @@ class AnomalyPixelMetrics:
             codes[labels == self.void_label] = _VOID
         keep = torch.as_tensor(self._keep4, device=device)[codes]
         base = torch.as_tensor(self._base4, device=device)[codes]
-        scores32 = scores.to(torch.float32) + 0.0  # also turns -0.0 into +0.0
-        finite = torch.isfinite(scores32)
+        finite = torch.isfinite(scores)
         if not bool(finite.all()):
             bad = int(((~finite) & (codes < _VOID)).sum())
             if bad:
                 raise ValueError(f"{where}: {bad} non-finite (NaN or inf) scores on valid pixels")
-        bits = scores32.view(torch.int32)
+        bits = (scores.to(torch.float32) + 0.0).view(torch.int32)  # + 0.0 turns -0.0 into +0.0
         keys = bits ^ ((bits >> 31) & 0x7FFFFFFF)
         index = (((keys >> (32 - self.bins_bits)) + self.num_bins // 2) & keep) + base
         counts = torch.bincount(index.flatten().to(torch.int64), minlength=2 * self.num_bins + 2)

@@ -38,6 +38,7 @@ import numpy as np
 from vca_data.metrics.table import format_table
 
 IOU_THRESHOLD = 0.5
+_LOOKUP_LIMIT = 1 << 25  # ids below this are indexed through a lookup table, others by binary search
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,7 @@ class PanopticQuality:
     def __init__(self, categories: Sequence[Mapping] | Mapping[int, Mapping]):
         self.categories = _categories(categories)
         self._position = {c.id: i for i, c in enumerate(self.categories)}
+        self._table = np.zeros(0, dtype=np.int32)
         self.reset()
 
     def reset(self) -> None:
@@ -97,25 +99,38 @@ class PanopticQuality:
             raise ValueError(f"{where}: {what} segments list an id twice")
         return ids_arr, np.array(cats, dtype=np.int64), np.array(crowd, dtype=bool)
 
-    @staticmethod
-    def _segment_index(id_map: np.ndarray, ids: np.ndarray, what: str, where: str) -> np.ndarray:
-        """Per pixel: 0 for void, k + 1 for the k-th listed segment."""
+    def _segment_index(self, id_map: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        """Per pixel: 1 for void (id 0), k + 2 for the k-th listed segment, 0 for an unlisted id."""
         flat = id_map.ravel()
-        if ids.size == 0:
-            index = np.zeros(flat.shape, dtype=np.int64)
-            unknown = flat != 0
-        else:
-            order = np.argsort(ids)
-            sorted_ids = ids[order]
-            pos = np.searchsorted(sorted_ids, flat)
-            np.minimum(pos, len(ids) - 1, out=pos)
-            found = sorted_ids[pos] == flat
-            index = np.where(found, order[pos] + 1, 0)
-            unknown = ~found & (flat != 0)
-        if unknown.any():
-            values = np.unique(flat[unknown])[:10].tolist()
-            raise ValueError(f"{where}: {what} id map contains ids {values} that its segments do not list")
-        return index
+        codes = np.arange(2, len(ids) + 2, dtype=np.int32)
+        top = int(ids.max()) if ids.size else 0
+        if top < _LOOKUP_LIMIT:
+            # A lookup table by id, kept between images (a fresh one would fault in its pages each time)
+            # and zero except for this image's ids: ids past the table are clipped onto its last entry,
+            # which no listed id reaches, and so are negative ids once read as unsigned.
+            if len(self._table) < top + 2:
+                self._table = np.zeros(min(max(top + 2, 2 * len(self._table)), _LOOKUP_LIMIT + 1), dtype=np.int32)
+            table = self._table
+            if flat.dtype.kind == "i":
+                flat = flat.view(flat.dtype.str.replace("i", "u"))
+            if flat.dtype.itemsize > 4:
+                flat = np.minimum(flat, len(table) - 1).astype(np.intp)
+            table[ids] = codes
+            table[0] = 1
+            try:
+                return np.take(table, flat, mode="clip")
+            finally:
+                table[ids] = 0
+                table[0] = 0
+        order = np.argsort(ids)
+        sorted_ids = ids[order]
+        pos = np.minimum(np.searchsorted(sorted_ids, flat), len(ids) - 1)
+        return np.where(sorted_ids[pos] == flat, codes[order][pos], np.where(flat == 0, 1, 0)).astype(np.int32)
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_table"] = np.zeros(0, dtype=np.int32)  # a cache, not worth sending to other processes
+        return state
 
     def update(
         self,
@@ -136,12 +151,21 @@ class PanopticQuality:
         p_ids, p_cat, _ = self._segment_table(pred_segments, "prediction", where)
         g_ids, g_cat, g_crowd = self._segment_table(gt_segments, "ground truth", where)
         num_p, num_g = len(p_ids), len(g_ids)
-        p_index = self._segment_index(pred_ids, p_ids, "prediction", where)
-        g_index = self._segment_index(gt_ids, g_ids, "ground truth", where)
+        p_index = self._segment_index(pred_ids, p_ids)
+        g_index = self._segment_index(gt_ids, g_ids)
 
-        # intersection[g, p]: pixels of ground-truth segment g-1 (0 = void) and predicted segment p-1
-        joint = g_index * (num_p + 1) + p_index
-        intersection = np.bincount(joint, minlength=(num_g + 1) * (num_p + 1)).reshape(num_g + 1, num_p + 1)
+        # counts[g, p]: pixels of ground-truth code g and predicted code p (0 unlisted, 1 void, k + 2
+        # segment k); intersection drops the unlisted row and column, leaving 0 = void
+        cols = num_p + 2
+        joint = g_index * (cols if (num_g + 2) * cols < 2**31 else np.int64(cols))
+        joint += p_index
+        counts = np.bincount(joint, minlength=(num_g + 2) * cols).reshape(num_g + 2, cols)
+        for unlisted, id_map, ids, what in ((counts[0].sum(), gt_ids, g_ids, "ground truth"),
+                                            (counts[:, 0].sum(), pred_ids, p_ids, "prediction")):
+            if unlisted:
+                values = np.unique(id_map[~np.isin(id_map, ids) & (id_map != 0)])[:10].tolist()
+                raise ValueError(f"{where}: {what} id map contains ids {values} that its segments do not list")
+        intersection = counts[1:, 1:]
         g_area = intersection.sum(axis=1)[1:]
         p_area = intersection.sum(axis=0)[1:]
         p_on_void = intersection[0, 1:]
@@ -252,17 +276,19 @@ def from_category_instance(
 
 
 def rgb_to_id(rgb: np.ndarray) -> np.ndarray:
-    """COCO panoptic PNG colour to segment id: R + 256 G + 256^2 B (rgb in RGB channel order)."""
-    rgb = rgb.astype(np.uint32)
-    return (rgb[..., 0] + (rgb[..., 1] << 8) + (rgb[..., 2] << 16)).astype(np.int64)
+    """COCO panoptic PNG colour to segment id: R + 256 G + 256^2 B (rgb in RGB channel order), int32."""
+    rgb = rgb.astype(np.int32)
+    return rgb[..., 0] + (rgb[..., 1] << 8) + (rgb[..., 2] << 16)
 
 
 def read_panoptic_png(path: Path) -> np.ndarray:
-    """Id map of a COCO panoptic PNG (HxW int64)."""
+    """Id map of a COCO panoptic PNG (HxW int32)."""
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if image is None:
         raise ValueError(f"{path}: cannot read as an image (expected a COCO panoptic RGB PNG)")
-    return rgb_to_id(image[..., ::-1])
+    # RGBA bytes read as one little-endian uint32 are R + 256 G + 256^2 B + 256^3 A
+    rgba = cv2.cvtColor(image, cv2.COLOR_BGR2RGBA)
+    return (rgba.view("<u4")[..., 0] & np.uint32(0xFFFFFF)).view(np.int32)
 
 
 @dataclass

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from vca_data.labels import TRAIN_NAMES, UNKNOWN, VOID
-from vca_data.metrics.anomaly import is_tensor
+from vca_data.metrics.anomaly import BACKENDS, is_tensor, use_torch_ops
 from vca_data.metrics.table import format_table
 
 
@@ -43,11 +43,15 @@ def _check_integer(x: np.ndarray, what: str, where: str) -> None:
 class UnknownIoU:
     """CA-IoU: IoU of a predicted unknown mask against the ground-truth unknown pixels, accumulated over
     images. `update(pred_unknown, gt_labels)`: a boolean mask (or a label map, where `unknown_label`
-    marks unknown) and the ground-truth label map (`unknown_label` unknown, `ignore_index` void)."""
+    marks unknown) and the ground-truth label map (`unknown_label` unknown, `ignore_index` void);
+    `backend` as for `SemanticMetrics`."""
 
-    def __init__(self, unknown_label: int = UNKNOWN, ignore_index: int = VOID):
+    def __init__(self, unknown_label: int = UNKNOWN, ignore_index: int = VOID, backend: str = "auto"):
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         self.unknown_label = int(unknown_label)
         self.ignore_index = int(ignore_index)
+        self.backend = backend
         self.reset()
 
     def reset(self) -> None:
@@ -57,11 +61,13 @@ class UnknownIoU:
 
     def update(self, pred, gt, name: str | None = None) -> None:
         where = _describe(self.num_images, name)
+        pred = pred if is_tensor(pred) else np.asarray(pred)
+        gt = gt if is_tensor(gt) else np.asarray(gt)
         if tuple(pred.shape) != tuple(gt.shape):
             raise ValueError(
                 f"{where}: prediction shape {tuple(pred.shape)} differs from ground truth shape {tuple(gt.shape)}"
             )
-        if is_tensor(pred) and is_tensor(gt):  # count on the tensors' device
+        if is_tensor(gt) and use_torch_ops(pred, self.backend):  # count on the tensors' device
             pred = pred.detach().to(gt.device)
             gt = gt.detach()
         else:
@@ -96,9 +102,10 @@ class UnknownIoU:
 class SemanticMetrics:
     """Confusion matrix, per-class IoU, mIoU, pixel accuracy and CA-IoU over a dataset.
 
-    `update(pred, gt)` takes two integer label maps of equal shape (numpy arrays or torch tensors; a
-    tensor pair is counted with torch ops on its device). Set `unknown_label=None` for a closed-set
-    evaluation where 254 is an ordinary (invalid) value."""
+    `update(pred, gt)` takes two integer label maps of equal shape (numpy arrays or torch tensors; with
+    `backend="auto"` a pair of GPU tensors is counted with torch ops on its device, CPU tensors as numpy
+    arrays; "torch" uses torch ops for any tensor pair, "numpy" never). Set `unknown_label=None` for a
+    closed-set evaluation where 254 is an ordinary (invalid) value."""
 
     def __init__(
         self,
@@ -106,7 +113,10 @@ class SemanticMetrics:
         ignore_index: int = VOID,
         unknown_label: int | None = UNKNOWN,
         class_names: Sequence[str] | None = None,
+        backend: str = "auto",
     ):
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         if num_classes < 1:
             raise ValueError(f"num_classes must be positive, got {num_classes}")
         if class_names is None:
@@ -120,22 +130,25 @@ class SemanticMetrics:
         self.ignore_index = int(ignore_index)
         self.unknown_label = None if unknown_label is None else int(unknown_label)
         self.class_names = list(class_names)
+        self.backend = backend
         self.reset()
 
     def reset(self) -> None:
         # rows: ground truth class; columns: predicted class, the last column "no known class"
         self.confusion = np.zeros((self.num_classes, self.num_classes + 1), dtype=np.int64)
-        self.unknown = UnknownIoU(self.unknown_label, self.ignore_index) if self.unknown_label is not None else None
+        self.unknown = UnknownIoU(self.unknown_label, self.ignore_index, self.backend) if self.unknown_label is not None else None
         self.num_images = 0
 
     def update(self, pred, gt, name: str | None = None) -> None:
         where = _describe(self.num_images, name)
+        pred = pred if is_tensor(pred) else np.asarray(pred)
+        gt = gt if is_tensor(gt) else np.asarray(gt)
         if tuple(pred.shape) != tuple(gt.shape):
             raise ValueError(
                 f"{where}: prediction shape {tuple(pred.shape)} differs from ground truth shape {tuple(gt.shape)}"
             )
         n = self.num_classes
-        if is_tensor(pred) and is_tensor(gt):
+        if is_tensor(gt) and use_torch_ops(pred, self.backend):
             self.confusion += self._confusion_torch(pred, gt, where)
         else:
             pred_np, gt_np = _to_numpy(pred), _to_numpy(gt)
