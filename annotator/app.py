@@ -73,6 +73,7 @@ class MainWindow(QMainWindow):
         self.store: FrameStore | None = None
         self.frame = 0
         self.direction = 1  # of the last step: the prefetch thread decodes ahead in this direction
+        self.range_mark: int | None = None
         self.selected: int | None = None
         self.message_box: QMessageBox | None = None
         self.worker: ProposalWorker | None = None
@@ -136,6 +137,10 @@ class MainWindow(QMainWindow):
             "label_ignore": lambda: self.label_selected("ignore"),
             "clear_label": self.clear_selected,
             "accept_proposal": self.accept_selected,
+            "mark_range": self.toggle_range_mark,
+            "range_moving": lambda: self.label_range("moving"),
+            "range_static": lambda: self.label_range("static"),
+            "range_ignore": lambda: self.label_range("ignore"),
             "next_frame": lambda: self.step(1),
             "previous_frame": lambda: self.step(-1),
             "jump_forward": lambda: self.step(JUMP),
@@ -181,6 +186,9 @@ class MainWindow(QMainWindow):
         menu.addAction(a["quit"])
         menu = self.menuBar().addMenu("&Label")
         for name in ("label_moving", "label_static", "label_ignore", "clear_label", "accept_proposal"):
+            menu.addAction(a[name])
+        menu.addSeparator()
+        for name in ("mark_range", "range_moving", "range_static", "range_ignore"):
             menu.addAction(a[name])
         menu.addSeparator()
         menu.addAction(a["undo"])
@@ -233,6 +241,8 @@ class MainWindow(QMainWindow):
         self.store = FrameStore(seq, session.overlay_styles)
         self.selected = None
         self.frame = 0
+        self.range_mark = None
+        self.timeline.set_mark(None)
         self.sequence_box.clear()
         self.sequence_box.addItems(list_sequences(seq.root) or [session.name])
         self.sequence_box.setCurrentText(session.name)
@@ -341,6 +351,28 @@ class MainWindow(QMainWindow):
     def clear_selected(self) -> None:
         if self.session is not None and self.selected is not None:
             self._after_change(self.session.clear_label(self.selected))
+
+    def toggle_range_mark(self) -> None:
+        self.range_mark = None if self.range_mark == self.frame else self.frame
+        self.timeline.set_mark(self.range_mark)
+
+    def label_range(self, label: str) -> None:
+        """Label the selected track `label` from the range mark to the current frame."""
+        if self.session is None or self.selected is None:
+            self.statusBar().showMessage("Click an instance to select its track first.", 3000)
+            return
+        if self.range_mark is None:
+            self.statusBar().showMessage(f"Press {self._keys('mark_range')} on the first frame of the range "
+                                         f"first.", 4000)
+            return
+        try:
+            change = self.session.label_range(self.selected, self.range_mark, self.frame, label)
+        except ValueError as exc:
+            self.statusBar().showMessage(str(exc), 5000)
+            return
+        self.range_mark = None
+        self.timeline.set_mark(None)
+        self._after_change(change)
 
     def accept_selected(self) -> None:
         if self.session is None or self.selected is None:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from vca_data.formats.motion_labels import LABELS, MotionLabels, MotionLabelsError, TrackLabel
+from vca_data.formats.motion_labels import LABELS, FrameRange, MotionLabels, MotionLabelsError, TrackLabel
 from vca_data.formats.sequence import MotionSequence, Track, list_sequences, open_sequence
 from vca_data.io import atomic_write_json
 
@@ -258,6 +258,25 @@ class AnnotationSession:
         before = self.label_of(track)
         after = TrackLabel(label=label, source="manual",
                            score=None, ranges=copy.deepcopy(before.ranges) if before else [])
+        return self._apply_new(Change(track, self._entry(track), after))
+
+    def label_range(self, track: int, start: int, end: int, label: str) -> Change:
+        """Override the label of `track` on frames start..end (inclusive, either order), e.g. a parked
+        car that drives off; saved at once, undoable. The track needs a confirmed label first."""
+        if label not in LABELS:
+            raise ValueError(f"label must be one of {LABELS}, got {label!r}")
+        self._check_track(track)
+        start, end = sorted((int(start), int(end)))
+        if start < 0 or end >= self.sequence.num_frames:
+            raise ValueError(f"frame range {start}-{end} outside 0-{self.sequence.num_frames - 1}")
+        before = self.label_of(track)
+        if before is None:
+            raise ValueError(f"track {track} has no label yet: label the whole track before a frame range")
+        after = copy.deepcopy(before)
+        after.source = "manual"
+        # Ranges inside the new one can never show again (the later range wins): drop them.
+        after.ranges = [r for r in after.ranges if not (start <= r.start and r.end <= end)]
+        after.ranges.append(FrameRange(start, end, label))
         return self._apply_new(Change(track, self._entry(track), after))
 
     def accept_proposal(self, track: int) -> Change | None:

@@ -21,7 +21,9 @@ class HelpDialog(QDialog):
         self.setWindowTitle("vca-annotate: keys")
         layout = QVBoxLayout(self)
         layout.addWidget(QLabel(
-            "Click an instance to select its track; drag to pan, wheel to zoom.\n"
+            "Click an instance to select its track; drag to pan, wheel to zoom. A track whose state changes\n"
+            "(a parked car driving off): label the track, then mark the first frame of the other state and\n"
+            "label the range up to the current frame.\n"
             "Red = moving, blue = static, yellow = ignore, grey = unlabelled; hatched with a dashed\n"
             f"outline = proposal not yet accepted. Remap keys in {USER_CONFIG} (shortcuts: action: [keys])."))
         self.table = QTableWidget(len(ACTIONS), 3, self)

@@ -22,6 +22,7 @@ class Timeline(QWidget):
         # Runs of consecutive frames with one look: (first, last, (r, g, b), unconfirmed).
         self.runs: list[tuple[int, int, tuple[int, int, int], bool]] = []
         self.caption = ""
+        self.mark: int | None = None  # start of a frame range being labelled
 
     def set_length(self, num_frames: int) -> None:
         self.num_frames = num_frames
@@ -29,6 +30,10 @@ class Timeline(QWidget):
 
     def set_current(self, frame: int) -> None:
         self.current = frame
+        self.update()
+
+    def set_mark(self, frame: int | None) -> None:
+        self.mark = frame
         self.update()
 
     def set_track(self, runs: list[tuple[int, int, tuple[int, int, int], bool]], caption: str) -> None:
@@ -61,6 +66,9 @@ class Timeline(QWidget):
             rect = QRectF(self._x(first), bar.top(), max(self._x(last + 1) - self._x(first), 1.0), bar.height())
             brush = QBrush(QColor(*colour), Qt.BDiagPattern if unconfirmed else Qt.SolidPattern)
             painter.fillRect(rect, brush)
+        if self.mark is not None and self.num_frames:
+            lo, hi = sorted((self.mark, self.current))
+            painter.fillRect(QRectF(self._x(lo), 0, self._x(hi + 1) - self._x(lo), 4), QColor(255, 235, 60))
         if self.num_frames:
             x = self._x(self.current + 0.5)
             painter.setPen(QPen(QColor(255, 255, 255), 2))

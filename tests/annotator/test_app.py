@@ -128,6 +128,26 @@ def test_frame_keys_next_unlabelled_and_play(qtbot, window, kitti_root):
     assert not window.play_timer.isActive()
 
 
+def test_frame_range_with_keys(qtbot, window, kitti_root):
+    window.open_folder(kitti_root)
+    track = window.session.track_ids[0]
+    window.select_track(track)
+    key(qtbot, window, Qt.Key_M)
+    window.set_frame(2)
+    key(qtbot, window, Qt.Key_BracketLeft)
+    assert window.timeline.mark == 2
+    for _ in range(3):
+        key(qtbot, window, Qt.Key_Right)
+    key(qtbot, window, Qt.Key_S, Qt.ShiftModifier)
+    data = json.loads((kitti_root / "motion_labels.json").read_text())["sequences"]["0000"][str(track)]
+    assert data["label"] == "moving" and data["ranges"] == [{"start": 2, "end": 5, "label": "static"}]
+    red, blue = LABEL_COLORS["moving"], LABEL_COLORS["static"]
+    assert window.timeline.runs == [(0, 1, red, False), (2, 5, blue, False), (6, 11, red, False)]
+    assert window.timeline.mark is None
+    key(qtbot, window, Qt.Key_Z, Qt.ControlModifier)
+    assert window.timeline.runs == [(0, 11, red, False)]
+
+
 def test_zoom_pan_keep_click_mapping(qtbot, window, kitti_root):
     window.open_folder(kitti_root)
     view = window.view

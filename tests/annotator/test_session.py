@@ -58,8 +58,18 @@ def test_label_undo_redo_saved_after_every_step(kitti_root):
 def test_frame_ranges_survive_relabel_and_colour_the_overlay(kitti_root):
     session = AnnotationSession.open(kitti_root)
     track = session.track_ids[0]
+    with pytest.raises(ValueError, match="no label yet"):
+        session.label_range(track, 3, 5, "static")
     session.set_label(track, "moving")
-    session.labels.add_range("0000", track, 3, 5, "static")
+    session.label_range(track, 5, 3, "static")
+    data = json.loads((kitti_root / "motion_labels.json").read_text())
+    assert data["sequences"]["0000"][str(track)]["ranges"] == [{"start": 3, "end": 5, "label": "static"}]
+    session.label_range(track, 2, 6, "moving")  # covers the first range: it is dropped
+    assert [(r.start, r.end) for r in session.label_of(track).ranges] == [(2, 6)]
+    session.undo()
+    assert [(r.start, r.end, r.label) for r in session.label_of(track).ranges] == [(3, 5, "static")]
+    with pytest.raises(ValueError, match="outside"):
+        session.label_range(track, 0, 12, "static")
     session.set_label(track, "ignore")
     assert [session.label_at(track, f) for f in (2, 3, 5, 6)] == ["ignore", "static", "static", "ignore"]
     assert session.overlay_styles(4)[track] == (LABEL_COLORS["static"], False)
@@ -174,6 +184,19 @@ def test_second_sequence_and_labels_of_other_sequences_kept(tmp_path):
     second.close()
     labels = MotionLabels.load(root / "motion_labels.json")
     assert sorted(labels.sequences) == ["0000", "0001"]
+
+
+def test_cityscapes_vps_sequence_names_with_split(tmp_path):
+    from vca_data.synthetic import make_cityscapes_vps
+
+    root = make_cityscapes_vps(tmp_path / "cs", num_videos=2, frames_per_video=10)
+    session = AnnotationSession.open(root, "val/0002")
+    assert session.tracks_at(3) == [] and session.tracks_at(4) == session.track_ids  # labelled every 5th
+    session.set_label(session.track_ids[0], "static")
+    session.close()
+    labels = MotionLabels.load(root / "motion_labels.json")
+    assert labels.dataset == "cityscapes-vps"
+    assert labels.get("val/0002", session.track_ids[0]).label == "static"
 
 
 def test_lru_cache_evicts_least_recent_and_prefetches():
