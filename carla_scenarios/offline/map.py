@@ -421,8 +421,8 @@ def _street_furniture(boxes, style: TownStyle, rng, at, yaw: float, side: int, f
 
 
 def _buildings(boxes, style: TownStyle, rng, at, yaw: float, side: int, full: float, lot_depth: float, sw: float) -> None:
-    """Lots of random width between the block corners; each holds a building (with a roof and a
-    window band) or a hedge and a tree; rural towns get fences."""
+    """Lots of random width between the block corners; each holds a building (with windows) or a
+    hedge and a tree; rural towns get fences."""
     start = ROAD_HALF + sw + 1.5
     along = start + lot_depth * 0.6
     end = full - start - lot_depth * 0.6
@@ -435,13 +435,11 @@ def _buildings(boxes, style: TownStyle, rng, at, yaw: float, side: int, full: fl
         if rng.uniform() < style.building_fill:
             h = rng.uniform(lo, hi)
             colour = _jitter(style.buildings[int(rng.integers(0, len(style.buildings)))], rng)
-            boxes.append(Box(at(centre_along, across, h / 2), (width / 2 - 0.5, depth / 2, h / 2), colour, TAG["Building"], yaw))
-            roof = tuple(0.6 * c for c in colour[:3]) + (1.0,)
-            boxes.append(Box(at(centre_along, across, h + 0.3), (width / 2 - 0.3, depth / 2 + 0.2, 0.3), roof, TAG["Building"], yaw))
-            face = side * (start - 0.05)
-            for z in np.arange(2.0, h - 1.5, 3.5)[:4]:
-                boxes.append(Box(at(centre_along, face, z + 0.8), (width / 2 - 1.2, 0.06, 0.6), (0.18, 0.22, 0.3, 1.0),
-                                 TAG["Building"], yaw))
+            # windows come from a facade texture (free in the TINY renderer, which samples a texture
+            # for every pixel anyway): one column per ~3.5 m of width, one storey per 3.5 m of height
+            windows = (int(np.clip(round(width / 3.5), 2, 6)), int(np.clip(round(h / 3.5), 1, 12)))
+            boxes.append(Box(at(centre_along, across, h / 2), (width / 2 - 0.5, depth / 2, h / 2), colour, TAG["Building"], yaw,
+                             windows))
         else:
             boxes.append(Box(at(centre_along, side * (start + 0.6), 0.6), (width / 2 - 0.5, 0.5, 0.6),
                              _jitter(style.tree, rng), TAG["Vegetation"], yaw))

@@ -14,6 +14,9 @@ fixed link per box) because PyBullet's per-body cost dominates its per-triangle 
 from __future__ import annotations
 
 import math
+import shutil
+import tempfile
+from pathlib import Path
 
 import carla
 import cv2
@@ -37,18 +40,22 @@ class Renderer:
 
     def __init__(self, boxes: list[Box]) -> None:
         self.client = pybullet.connect(pybullet.DIRECT)
+        self._textures: dict[tuple[int, int], int] = {}
+        self._texture_dir: str | None = None
         self._tags = np.zeros((64, _MAX_LINKS), dtype=np.uint8)
         self._ids = np.zeros((64, _MAX_LINKS), dtype=np.uint16)
         self.ground = Ground([b for b in boxes if b.tag in GROUND_TAGS])
         solid = [b for b in boxes if b.tag not in GROUND_TAGS]
         for start in range(0, len(solid), LINKS_PER_BODY):
             self.add_body(solid[start:start + LINKS_PER_BODY], 0, carla.Transform())
-        self._rays: dict[tuple, np.ndarray] = {}
 
     def close(self) -> None:
         if self.client is not None and pybullet.isConnected(self.client):
             pybullet.disconnect(self.client)
         self.client = None
+        if self._texture_dir is not None:
+            shutil.rmtree(self._texture_dir, ignore_errors=True)
+            self._texture_dir = None
 
     def add_body(self, boxes: list[Box], actor_id: int, transform: carla.Transform) -> int:
         """A body made of the boxes (in the transform's frame, CARLA axes); pixels carry each box's tag and
@@ -80,8 +87,30 @@ class Renderer:
         self._ids[body] = 0
         self._tags[body, 1:n + 1] = [b.tag for b in boxes]
         self._ids[body, 1:n + 1] = actor_id & 0xFFFF
+        for link, b in enumerate(boxes):
+            if b.windows is not None:
+                pybullet.changeVisualShape(body, link, textureUniqueId=self._texture(b.windows), physicsClientId=c)
         self.move(body, transform)
         return body
+
+    def _texture(self, windows: tuple[int, int]) -> int:
+        """A facade texture with a grid of windows, white walls (the box colour tints them). PyBullet maps
+        each face of a box onto one cell of a 4x4 atlas, so the pattern is repeated in all 16 cells."""
+        if windows not in self._textures:
+            cols, rows = windows
+            cell = 64
+            tile = np.full((cell, cell, 3), 255, dtype=np.uint8)
+            for i in range(rows):
+                for j in range(cols):
+                    y0, y1 = int((i + 0.25) * cell / rows), int((i + 0.75) * cell / rows)
+                    x0, x1 = int((j + 0.2) * cell / cols), int((j + 0.8) * cell / cols)
+                    tile[y0:max(y1, y0 + 1), x0:max(x1, x0 + 1)] = (70, 60, 55)  # BGR, dark glass
+            if self._texture_dir is None:
+                self._texture_dir = tempfile.mkdtemp(prefix="vca-offline-")
+            path = Path(self._texture_dir) / f"facade_{cols}x{rows}.png"
+            cv2.imwrite(str(path), np.tile(tile, (4, 4, 1)))
+            self._textures[windows] = pybullet.loadTexture(str(path), physicsClientId=self.client)
+        return self._textures[windows]
 
     def _visual(self, b: Box) -> int:
         return pybullet.createVisualShape(pybullet.GEOM_BOX, halfExtents=list(b.half), rgbaColor=list(b.rgba),
@@ -122,39 +151,17 @@ class Renderer:
         zbuf = np.asarray(zbuf, dtype=np.float32).reshape(height, width)
         mask = np.asarray(mask, dtype=np.int32).reshape(height, width)
         background = mask < 0
-        body = mask & 0xFFFFFF
-        link = mask >> 24
-        body[background] = 0
-        link[background] = 0
-        tag = self._tags[body, link]
-        ids = self._ids[body, link]
+        lut = np.where(background, 0, (mask & 0xFFFFFF) * _MAX_LINKS + (mask >> 24))
+        tag = np.take(self._tags.ravel(), lut)
+        ids = np.take(self._ids.ravel(), lut)
         depth = np.float32(FAR * NEAR) / (np.float32(FAR) - np.float32(FAR - NEAR) * zbuf)
         # the ground and the sky fill what no box covers
-        flat = np.flatnonzero(background.ravel())
-        cam_rays = self._camera_rays(width, height, fov)[flat]
-        rot32 = rot.astype(np.float32)
-        # elementwise rather than a matrix product: BLAS threads stall on a busy machine
-        rays = cam_rays[:, :1] * rot32[:, 0] + cam_rays[:, 1:2] * rot32[:, 1] + cam_rays[:, 2:] * rot32[:, 2]
-        g_depth, g_tag, g_rgb = self.ground.cast(camera.location, rays, light)
-        depth.ravel()[flat] = g_depth
-        tag.ravel()[flat] = g_tag
-        rgb.reshape(-1, 3)[flat] = g_rgb
-        sky = depth >= FAR
-        depth[sky] = FAR
-        tag[sky] = TAG["Sky"]
-        rgb = apply_weather(rgb, depth, tag, sky, weather, light, frame)
+        g_depth, g_tag, g_rgb = self.ground.render(camera.location, rot, width, height, fov, light)
+        np.copyto(depth, g_depth, where=background)
+        np.copyto(tag, g_tag, where=background)
+        np.copyto(rgb, g_rgb, where=background[..., None])
+        rgb = apply_weather(rgb, depth, tag, tag == TAG["Sky"], weather, light, frame)
         return {"rgb": rgb, "depth": depth, "tag": tag, "id": ids}
-
-    def _camera_rays(self, width: int, height: int, fov: float) -> np.ndarray:
-        """Per pixel, the ray (forward component 1, so a hit's ray parameter is its planar depth) in the
-        camera's CARLA axes (x forward, y right, z up), shape (H*W, 3)."""
-        key = (width, height, fov)
-        if key not in self._rays:
-            f = width / (2 * math.tan(math.radians(fov) / 2))
-            u, v = np.meshgrid(np.arange(width) + 0.5, np.arange(height) + 0.5)
-            rays = np.stack([np.ones_like(u), (u - width / 2) / f, -(v - height / 2) / f], -1)
-            self._rays[key] = rays.reshape(-1, 3).astype(np.float32)
-        return self._rays[key]
 
 
 GROUND_TAGS = (TAG["Terrain"], TAG["Roads"], TAG["SideWalks"], TAG["RoadLine"])
@@ -196,49 +203,54 @@ class Ground:
         grain = np.random.default_rng(7).integers(-6, 7, size=(ny, nx, 1), dtype=np.int16)
         self.rgb = np.clip(self.rgb.astype(np.int16) + grain, 0, 255).astype(np.uint8)
         self.raised = float(self.height.max())
-        self.terrain_u8 = np.round(self.terrain_rgb * 255).astype(np.uint8)
+        self.raised_mask = (self.height >= self.raised - 1e-3).astype(np.uint8) if self.raised > 0 else None
+        self.terrain_u8 = tuple(int(v) for v in np.round(self.terrain_rgb * 255))
 
-    def cast(self, eye: carla.Location, rays: np.ndarray, light: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Planar depth (FAR where the ray never meets the ground), tag and lit colour where rays from the
-        eye meet the ground: first the raised sidewalk tops, else the ground plane z = 0."""
-        n = len(rays)
-        depth = np.full(n, FAR, dtype=np.float32)
-        tag = np.full(n, TAG["Sky"], dtype=np.uint8)
-        rgb = np.zeros((n, 3), dtype=np.uint8)
-        down = np.flatnonzero(rays[:, 2] < -1e-6)
-        if len(down) == 0 or eye.z <= 0:
-            return depth, tag, rgb
-        r = rays[down]
-        t = np.float32(-eye.z) / r[:, 2]
-        if self.raised > 0 and eye.z > self.raised:
-            t_top = np.float32(self.raised - eye.z) / r[:, 2]
-            cell, inside = self._cells(eye, r, t_top)
-            on_top = inside & (np.take(self.height.ravel(), cell) >= self.raised - 1e-3)
-            t[on_top] = t_top[on_top]
-        cell, inside = self._cells(eye, r, t)
-        g_tag = np.take(self.tag.ravel(), cell)
-        g_rgb = np.take(self.rgb.reshape(-1, 3), cell, axis=0)
-        outside = ~inside
-        g_tag[outside] = TAG["Terrain"]
-        g_rgb[outside] = self.terrain_u8
-        lit = ((light["ambient"] + light["diffuse"] * max(light["direction"][2], 0.0)) * np.asarray(light["color"]))
-        g_rgb = np.minimum(g_rgb * lit.astype(np.float32), 255).astype(np.uint8)
-        near = t < FAR
-        depth[down] = np.minimum(t, FAR)
-        tag[down] = np.where(near, g_tag, TAG["Sky"])
-        rgb[down] = g_rgb
+    def render(self, eye: carla.Location, rot: np.ndarray, width: int, height: int, fov: float,
+               light: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Planar depth (FAR above the horizon), tag (Sky above it) and lit colour of the ground seen
+        from a camera at `eye` with world-from-camera rotation `rot` (CARLA axes). The ground plane maps
+        to the image by a homography, so each layer is one `cv2.warpPerspective` of the raster: the
+        plane z = 0, then the raised sidewalk tops over it."""
+        f = width / (2 * math.tan(math.radians(fov) / 2))
+        u = (np.arange(width, dtype=np.float32) + 0.5 - width / 2) / np.float32(f)
+        v = (np.arange(height, dtype=np.float32) + 0.5 - height / 2) / np.float32(f)
+        # world z of each pixel's ray (x forward = 1, y right = u, z up = -v)
+        rz = np.float32(rot[2, 0]) + np.float32(rot[2, 1]) * u[None, :] - np.float32(rot[2, 2]) * v[:, None]
+        down = rz < -1e-6
+        size = (width, height)
+        depth = np.full((height, width), FAR, dtype=np.float32)
+        np.divide(np.float32(-eye.z), rz, out=depth, where=down)
+        plane = self._homography(eye, rot, f, width, height, 0.0)
+        tag = cv2.warpPerspective(self.tag, plane, size, flags=cv2.INTER_NEAREST,
+                                  borderMode=cv2.BORDER_CONSTANT, borderValue=TAG["Terrain"])
+        rgb = cv2.warpPerspective(self.rgb, plane, size, flags=cv2.INTER_NEAREST,
+                                  borderMode=cv2.BORDER_CONSTANT, borderValue=self.terrain_u8)
+        if self.raised_mask is not None and eye.z > self.raised:
+            top_plane = self._homography(eye, rot, f, width, height, self.raised)
+            top = cv2.warpPerspective(self.raised_mask, top_plane, size, flags=cv2.INTER_NEAREST,
+                                      borderMode=cv2.BORDER_CONSTANT, borderValue=0).astype(bool) & down
+            top_rgb = cv2.warpPerspective(self.rgb, top_plane, size, flags=cv2.INTER_NEAREST,
+                                          borderMode=cv2.BORDER_CONSTANT, borderValue=self.terrain_u8)
+            np.copyto(rgb, top_rgb, where=top[..., None])
+            tag[top] = TAG["SideWalks"]
+            np.divide(np.float32(self.raised - eye.z), rz, out=depth, where=top)
+        lit = (light["ambient"] + light["diffuse"] * max(light["direction"][2], 0.0)) * np.asarray(light["color"])
+        rgb = cv2.multiply(rgb, tuple(float(c) for c in lit) + (0.0,))
+        sky = depth >= FAR
+        depth[sky] = FAR
+        tag[sky] = TAG["Sky"]
         return depth, tag, rgb
 
-    def _cells(self, eye: carla.Location, rays: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Flat raster index of each hit point and whether it lies on the raster."""
-        ny, nx = self.tag.shape
-        fx = (np.float32(eye.x - self.origin[0]) + t * rays[:, 0]) * np.float32(1 / GROUND_RES)
-        fy = (np.float32(eye.y - self.origin[1]) + t * rays[:, 1]) * np.float32(1 / GROUND_RES)
-        inside = (fx >= 0) & (fx < nx) & (fy >= 0) & (fy < ny)
-        ix = fx.astype(np.int32)
-        iy = fy.astype(np.int32)
-        cell = np.where(inside, iy * nx + ix, 0)
-        return cell, inside
+    def _homography(self, eye: carla.Location, rot: np.ndarray, f: float, width: int, height: int, z: float) -> np.ndarray:
+        """Raster cell -> image pixel for the plane at height z: cell (i, j) is the world point
+        origin + res * (i, j); camera coordinates are rot^T (point - eye); the image has
+        u = cx + f y / x, v = cy - f z / x (pixel centres at integer coordinates, OpenCV's convention)."""
+        to_world = np.array([[GROUND_RES, 0, self.origin[0] - eye.x],
+                             [0, GROUND_RES, self.origin[1] - eye.y],
+                             [0, 0, z - eye.z]])
+        project = np.array([[width / 2 - 0.5, f, 0], [height / 2 - 0.5, 0, -f], [1, 0, 0]])
+        return project @ rot.T @ to_world
 
 
 # ---------------------------------------------------------------------------------------------
@@ -275,14 +287,15 @@ def lighting(weather: carla.WeatherParameters) -> dict:
 
 def apply_weather(rgb: np.ndarray, depth: np.ndarray, tag: np.ndarray, sky: np.ndarray, weather: carla.WeatherParameters,
                   light: dict, frame: int) -> np.ndarray:
-    """Sky colour, wet roads (darker, with a sheen of the sky), rain streaks and distance fog."""
-    out = rgb.astype(np.float32)
+    """Sky colour, wet roads (darker, with a sheen of the sky), rain streaks and distance fog; the image
+    is modified in place and returned."""
     sky_rgb = np.asarray(light["sky"], dtype=np.float32) * 255
-    out[sky] = sky_rgb
+    rgb[sky] = np.round(sky_rgb).astype(np.uint8)
     wet = max(weather.wetness, weather.precipitation_deposits, 0.6 * weather.precipitation) / 100.0
     if wet > 0:
         road = (tag == TAG["Roads"]) | (tag == TAG["RoadLine"])
-        out[road] = out[road] * np.float32(1 - 0.45 * wet) + sky_rgb * np.float32(0.18 * wet)
+        shade = rgb[road].astype(np.float32) * np.float32(1 - 0.45 * wet) + sky_rgb * np.float32(0.18 * wet)
+        rgb[road] = np.clip(shade, 0, 255).astype(np.uint8)
     rain = weather.precipitation / 100.0
     if rain > 0:
         h, w = depth.shape
@@ -290,25 +303,21 @@ def apply_weather(rgb: np.ndarray, depth: np.ndarray, tag: np.ndarray, sky: np.n
         n = int(rain * h * w / 250)
         ys = rng.integers(0, h, n)
         xs = rng.integers(0, w, n)
-        streak = max(2, h // 40)
         drop = np.array([0.8, 0.82, 0.85], dtype=np.float32) * 255
-        for k in range(streak):
+        for k in range(max(2, h // 40)):
             yy = np.clip(ys + k, 0, h - 1)
             xx = np.clip(xs + k // 3, 0, w - 1)
-            out[yy, xx] = out[yy, xx] * np.float32(0.6) + np.float32(0.4) * drop
+            rgb[yy, xx] = (rgb[yy, xx] * np.float32(0.6) + np.float32(0.4) * drop).astype(np.uint8)
     density = weather.fog_density / 100.0 * 0.05 + rain * 0.006
     if density > 0:
-        start = max(weather.fog_distance, 0.0)
         # fog saturates by 200 m, so a light haze tints the sky instead of replacing it
-        path = np.clip(depth - np.float32(start), np.float32(0), np.float32(200))
+        path = np.clip(depth - np.float32(max(weather.fog_distance, 0.0)), np.float32(0), np.float32(200))
         keep = np.exp(np.float32(-density) * path)
         fog = sky_rgb * np.float32(0.6) + np.float32(0.4 * 255 * 0.75 * (0.1 + 0.9 * light["day"]))
-        out -= fog
-        out *= keep[..., None]
-        out += fog
-    np.clip(out, 0, 255, out=out)
-    out += np.float32(0.5)
-    return out.astype(np.uint8)
+        fog_image = np.empty_like(rgb)
+        fog_image[:] = np.round(np.clip(fog, 0, 255)).astype(np.uint8)
+        rgb = cv2.blendLinear(rgb, fog_image, keep, np.float32(1) - keep)
+    return rgb
 
 
 # ---------------------------------------------------------------------------------------------

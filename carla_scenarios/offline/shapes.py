@@ -27,6 +27,7 @@ class Box:
     rgba: tuple[float, float, float, float]
     tag: int
     yaw: float = 0.0
+    windows: tuple[int, int] | None = None  # (columns, storeys) of a window texture on every face
 
 
 def to_bullet_position(x: float, y: float, z: float) -> list[float]:
