@@ -275,3 +275,41 @@ def test_switch_sequence_keeps_session_marker_and_no_false_recovery(qtbot, windo
     assert (root / ".motion_labels.json.session").exists()  # the new session's marker survives the switch
     window.close()
     assert not (root / ".motion_labels.json.session").exists()
+
+
+def test_window_killed_mid_session_then_reopened(qtbot, window, kitti_root):
+    """A real window labels with key presses in a child process that is then SIGKILLed; the reopened
+    window shows every label whose key press had finished, and says it recovered."""
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(f"""
+        import sys
+        from PyQt5.QtCore import Qt
+        from PyQt5.QtTest import QTest
+        from PyQt5.QtWidgets import QApplication
+        from annotator.app import MainWindow
+        from annotator.config import default_shortcuts
+        app = QApplication(sys.argv[:1])
+        win = MainWindow(default_shortcuts())
+        win.show()
+        win.activateWindow()
+        QTest.qWaitForWindowActive(win)
+        win.open_folder({str(kitti_root)!r})
+        for k, track in enumerate(win.session.track_ids[:4]):
+            win.select_track(track)
+            QTest.keyClick(win.view, (Qt.Key_M, Qt.Key_S)[k % 2])
+            print(track, flush=True)
+        app.exec_()
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                            env={"QT_QPA_PLATFORM": "offscreen", "PATH": "/usr/bin:/bin"})
+    done = [int(proc.stdout.readline()) for _ in range(4)]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    assert window.open_folder(kitti_root)
+    assert "Recovered after an unclean exit" in window.message_label.text()
+    assert saved(kitti_root) == {t: (("moving", "static")[k % 2], "manual") for k, t in enumerate(done)}
+    assert window.progress_label.text() == "4 / 5 tracks labelled"

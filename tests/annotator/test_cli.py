@@ -114,3 +114,9 @@ def test_gui_process_opens_and_quits(kitti_root, tmp_path):
     assert done.returncode == 0, done.stderr
     # The window closed on quit: the session ended cleanly (no recovery marker left).
     assert not (kitti_root / ".motion_labels.json.session").exists()
+
+
+def test_batch_modules_do_not_import_qt():
+    code = ("import sys, annotator.cli, annotator.session, annotator.cache, annotator.config;"
+            "sys.exit(int(any(m.startswith('PyQt5') for m in sys.modules)))")
+    assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
