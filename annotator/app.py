@@ -39,6 +39,24 @@ TOOLBAR = {"label_moving": "Moving", "label_static": "Static", "label_ignore": "
 EXPORT_FORMATS = {"coco": "COCO instance JSON", "kitti-mots": "KITTI-MOTS motion txt", "png": "colour PNGs"}
 
 
+def key_sequences(shortcuts: dict[str, list[str]], action: str) -> list[QKeySequence]:
+    """The Qt key sequences of `action`; ConfigError for a key Qt does not understand."""
+    sequences = []
+    for key in shortcuts.get(action, []):
+        sequence = QKeySequence(key)
+        if not sequence.toString():  # Qt turns unknown names into an empty sequence
+            raise ConfigError(f"shortcut {key!r} of {action} is not a key sequence Qt understands "
+                              f"(examples: M, Shift+Right, Ctrl+Z, F1, Space, Return)")
+        sequences.append(sequence)
+    return sequences
+
+
+def check_shortcuts(shortcuts: dict[str, list[str]]) -> None:
+    """Raise ConfigError when any key of the map is not a valid Qt key sequence."""
+    for action in shortcuts:
+        key_sequences(shortcuts, action)
+
+
 class ProposalWorker(QThread):
     """Runs the motion-cue proposals for one sequence off the UI thread."""
 
@@ -163,13 +181,7 @@ class MainWindow(QMainWindow):
         }
         for name, text in ACTIONS.items():
             action = QAction(text, self)
-            keys = []
-            for key in self.shortcuts.get(name, []):
-                sequence = QKeySequence(key)
-                if sequence.isEmpty() or sequence.toString().lower() == "":
-                    raise ConfigError(f"shortcut {key!r} of {name} is not a key sequence Qt understands")
-                keys.append(sequence)
-            action.setShortcuts(keys)
+            action.setShortcuts(key_sequences(self.shortcuts, name))
             action.triggered.connect(slots[name])
             self.addAction(action)  # shortcuts work wherever the focus is in the window
             self.actions_by_name[name] = action

@@ -128,8 +128,11 @@ def _export_command(args: argparse.Namespace) -> int:
 
 
 def _run_gui(args: argparse.Namespace) -> int:
+    from annotator.app import check_shortcuts, run_app  # Qt only on the GUI branch
+
     try:
         shortcuts = load_shortcuts(args.config)
+        check_shortcuts(shortcuts)
     except ConfigError as exc:
         print(f"vca-annotate: {exc}", file=sys.stderr)
         return 2
@@ -147,15 +150,7 @@ def _run_gui(args: argparse.Namespace) -> int:
             return 2
         if session.message:
             print(f"vca-annotate: {session.message}", file=sys.stderr)
-    from annotator.app import run_app
-
-    try:
-        code = run_app(session, shortcuts)
-    except ConfigError as exc:
-        if session is not None:
-            session.close()
-        print(f"vca-annotate: {exc}", file=sys.stderr)
-        return 2
+    code = run_app(session, shortcuts)
     labelled, total = session.progress() if session is not None else (0, 0)
     if session is not None:
         print(f"{labelled} / {total} tracks of {session.name} labelled; labels in {session.labels_path}")

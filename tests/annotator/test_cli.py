@@ -83,6 +83,9 @@ def test_bad_inputs_exit_2_and_change_nothing(labelled_root, tmp_path, capsys, s
     bad_config.write_text("shortcuts:\n  explode: [X]\n")
     assert main([str(root), "--config", str(bad_config)]) == 2
     assert "explode" in capsys.readouterr().err
+    bad_config.write_text("shortcuts:\n  label_moving: [Ctrl+Blah]\n")
+    assert main([str(root), "--config", str(bad_config)]) == 2
+    assert "Ctrl+Blah" in capsys.readouterr().err
 
 
 def test_parsing_of_subcommands_and_optional_folder(capsys):
