@@ -160,7 +160,7 @@ class FrameStore:
     only copies pixels instead of filtering the full image on every repaint."""
 
     def __init__(self, sequence, styles: Callable[[int], dict[int, tuple[tuple[int, int, int], bool]]],
-                 capacity: int = 64, prefetch: int = 12, alpha: float = 0.45):
+                 memory_mb: int = 256, prefetch: int = 12, alpha: float = 0.45):
         self.sequence = sequence
         self.styles = styles
         self.prefetch_count = prefetch
@@ -174,6 +174,8 @@ class FrameStore:
         self._cross = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
         # Frames are decoded by the overlay workers (rendering asks for them); PNG decoding and the
         # OpenCV rendering release the GIL, so two workers use two cores when the machine has them.
+        # Each cache gets about `memory_mb`: 64 KITTI frames (1242x375), 30 Cityscapes frames (2048x1024).
+        capacity = int(np.clip(memory_mb * 2**20 // (h * w * 4), prefetch + 4, 64))
         self.frames: LRUCache[int, DecodedFrame] = LRUCache(self._decode, capacity, workers=0)
         workers = 2 if (os.cpu_count() or 1) >= 4 else 1
         self.overlays: LRUCache[tuple[int, int, float], np.ndarray] = LRUCache(self._render, capacity, workers)

@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from vca_data.formats.motion_labels import LABELS, FrameRange, MotionLabels, MotionLabelsError, TrackLabel
-from vca_data.formats.sequence import MotionSequence, Track, list_sequences, open_sequence
+from vca_data.formats.sequence import MotionSequence, SequenceError, Track, list_sequences, open_sequence
 from vca_data.io import atomic_write_json
 
 LABELS_FILE = "motion_labels.json"
@@ -129,12 +129,14 @@ class AnnotationSession:
         """Read the sequence and its labels without writing anything: (sequence, labels or None,
         labels path, the error that makes the labels file unreadable or None)."""
         root = Path(root)
+        names = list_sequences(root) if root.is_dir() else []
+        if sequence is None and len(names) > 1:
+            sequence = names[0]
         try:
-            if sequence is None:
-                names = list_sequences(root)
-                sequence = names[0] if len(names) > 1 else None
             seq = open_sequence(root, sequence)
-        except Exception as exc:  # the reader's own error names the file; keep its words
+        except (SequenceError, OSError) as exc:  # the reader's own error names the file; keep its words
+            if names:
+                raise SessionError(f"{root}: cannot open sequence {sequence or names[0]}: {exc}") from exc
             raise SessionError(f"{root}: not a supported motion sequence folder "
                                f"(KITTI-MOTS or Cityscapes-VPS layout): {exc}") from exc
         labels_path = Path(labels_path) if labels_path is not None else seq.root / LABELS_FILE

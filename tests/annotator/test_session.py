@@ -164,6 +164,9 @@ def test_foreign_labels_and_folders_change_nothing(kitti_root, tmp_path, snapsho
     with pytest.raises(SessionError, match="1999"):
         AnnotationSession.open(kitti_root)
     assert snapshot(kitti_root) == before
+    with pytest.raises(SessionError, match="cannot open sequence 0099.*found: 0000"):
+        AnnotationSession.open(kitti_root, "0099")
+    assert snapshot(kitti_root) == before
     empty = tmp_path / "not_a_dataset"
     empty.mkdir()
     (empty / "notes.txt").write_text("hello")
