@@ -157,6 +157,11 @@ class Vehicle(Actor):
     def set_light_state(self, light_state: carla.VehicleLightState) -> None:
         self._light_state = light_state
 
+    def set_transform(self, transform: carla.Transform) -> None:
+        super().set_transform(transform)
+        if self._autopilot_port is not None:  # the Traffic Manager plans anew from the new place
+            self._world._traffic_manager(self._autopilot_port)._routes.pop(self.id, None)
+
     def set_target_velocity(self, velocity: carla.Vector3D) -> None:
         super().set_target_velocity(velocity)
         yaw = math.radians(self._transform.rotation.yaw)

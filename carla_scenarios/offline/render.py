@@ -186,7 +186,8 @@ class Ground:
         self.tag = np.full((ny, nx), TAG["Terrain"], dtype=np.uint8)
         self.rgb = np.empty((ny, nx, 3), dtype=np.uint8)
         self.rgb[:] = np.round(self.terrain_rgb * 255).astype(np.uint8)
-        self.height = np.zeros((ny, nx), dtype=np.float32)
+        raised = np.zeros((ny, nx), dtype=np.uint8)
+        self.raised = 0.0
         order = {TAG["Roads"]: 0, TAG["SideWalks"]: 1, TAG["RoadLine"]: 2}
         for b in sorted(painted, key=lambda b: order[b.tag]):
             c, s = math.cos(math.radians(b.yaw)), math.sin(math.radians(b.yaw))
@@ -198,12 +199,12 @@ class Ground:
             cv2.fillConvexPoly(self.tag, cells, int(b.tag), lineType=cv2.LINE_8, shift=4)
             cv2.fillConvexPoly(self.rgb, cells, colour, lineType=cv2.LINE_8, shift=4)
             if b.tag == TAG["SideWalks"]:
-                cv2.fillConvexPoly(self.height, cells, float(b.center[2] + b.half[2]), lineType=cv2.LINE_8, shift=4)
+                cv2.fillConvexPoly(raised, cells, 1, lineType=cv2.LINE_8, shift=4)
+                self.raised = max(self.raised, float(b.center[2] + b.half[2]))
         # a fixed grain keeps large surfaces from looking like flat paint
         grain = np.random.default_rng(7).integers(-6, 7, size=(ny, nx, 1), dtype=np.int16)
         self.rgb = np.clip(self.rgb.astype(np.int16) + grain, 0, 255).astype(np.uint8)
-        self.raised = float(self.height.max())
-        self.raised_mask = (self.height >= self.raised - 1e-3).astype(np.uint8) if self.raised > 0 else None
+        self.raised_mask = raised if self.raised > 0 else None  # sidewalks, all with their top at self.raised
         self.terrain_u8 = tuple(int(v) for v in np.round(self.terrain_rgb * 255))
 
     def render(self, eye: carla.Location, rot: np.ndarray, width: int, height: int, fov: float,
