@@ -115,9 +115,11 @@ def time_open(app: QApplication, root: Path) -> dict[str, float]:
     """Seconds from open_folder() to the first frame painted; the part of it spent in
     vca_data.formats.open_sequence (txt parse and validation of every mask), timed alone as the
     reference; and the same open in a fresh process (imports and Qt start-up included)."""
-    start = time.perf_counter()
-    open_sequence(root)
-    reader = time.perf_counter() - start
+    reader = float("inf")
+    for _ in range(2):  # the best of two: the first read also warms the file cache for the window
+        start = time.perf_counter()
+        open_sequence(root)
+        reader = min(reader, time.perf_counter() - start)
     window = MainWindow(default_shortcuts())
     window.resize(1600, 900)
     window.show()
