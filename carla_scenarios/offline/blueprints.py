@@ -257,6 +257,15 @@ def make_library() -> BlueprintLibrary:
         bps.append(ActorBlueprint(f"sensor.camera.{camera}", ["sensor", "camera", camera], attrs, {"camera": camera}))
     bps.append(ActorBlueprint("sensor.other.collision", ["sensor", "other", "collision"], [_attr("role_name", "front")],
                               {"collision": True}))
+    obstacle_attrs = [
+        _attr("role_name", "front"),
+        _attr("distance", "5"),
+        _attr("hit_radius", "0.5"),
+        _attr("only_dynamics", "false", ["true", "false"]),
+        _attr("debug_linetrace", "false", ["true", "false"]),
+        _attr("sensor_tick", "0.0"),
+    ]
+    bps.append(ActorBlueprint("sensor.other.obstacle", ["sensor", "other", "obstacle"], obstacle_attrs, {"obstacle": True}))
     return BlueprintLibrary(bps)
 
 

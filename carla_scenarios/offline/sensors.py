@@ -53,6 +53,20 @@ class CollisionEvent(SensorData):
         return f"CollisionEvent(frame={self.frame}, other_actor={self.other_actor.type_id})"
 
 
+class ObstacleDetectionEvent(SensorData):
+    """The nearest actor in the corridor ahead of an obstacle sensor (`distance` in metres)."""
+
+    def __init__(self, frame: int, timestamp: float, transform: carla.Transform, actor: Actor, other_actor: Actor,
+                 distance: float) -> None:
+        super().__init__(frame, timestamp, transform)
+        self.actor = actor
+        self.other_actor = other_actor
+        self.distance = distance
+
+    def __repr__(self) -> str:
+        return f"ObstacleDetectionEvent(frame={self.frame}, other_actor={self.other_actor.type_id}, distance={self.distance:.2f})"
+
+
 class Sensor(Actor):
     """A sensor actor: `listen(callback)` receives its data on every world tick (or every sensor_tick
     seconds) until `stop()`."""

@@ -28,7 +28,7 @@ from .blueprints import (
 )
 from .map import SIDEWALK_TOP, Map, build_town
 from .render import Renderer, encode_depth, encode_instance, encode_rgb, encode_semantic
-from .sensors import CollisionEvent, Image, Sensor
+from .sensors import CollisionEvent, Image, ObstacleDetectionEvent, Sensor
 from .shapes import Box, boxes_extent, obb_overlap_2d
 
 if TYPE_CHECKING:
@@ -340,6 +340,7 @@ class World:
                 self._moved(a)
         t1 = time.perf_counter()
         self._collisions()
+        self._obstacles()
         t2 = time.perf_counter()
         self._timings["traffic"] += t1 - t0
         self._timings["collision"] += t2 - t1
@@ -371,6 +372,40 @@ class World:
                 impulse = carla.Vector3D((w.x - v.x) * _VEHICLE_MASS, (w.y - v.y) * _VEHICLE_MASS, 0.0)
                 sensor._deliver(CollisionEvent(self._frame, self._elapsed, sensor.get_transform(), parent, other, impulse))
             sensor._touching = set(others)
+
+    def _obstacles(self) -> None:
+        """Obstacle sensors: the nearest actor (vehicle, walker or prop; only vehicles and walkers with
+        only_dynamics) whose box enters the corridor `distance` long and 2 * `hit_radius` wide ahead of
+        the sensor. The town's static scenery is not reported."""
+        for sensor in [a for a in self._actors.values() if isinstance(a, Sensor) and a.type_id == "sensor.other.obstacle"]:
+            if not sensor.is_listening() or not sensor._due(self._elapsed):
+                continue
+            tf = sensor.get_transform()
+            length = float(sensor.attributes["distance"])
+            radius = float(sensor.attributes["hit_radius"])
+            dynamic_only = sensor.attributes["only_dynamics"].lower() == "true"
+            f = tf.get_forward_vector()
+            fx, fy = f.x, f.y
+            norm = math.hypot(fx, fy) or 1.0
+            fx, fy = fx / norm, fy / norm
+            corridor = carla.BoundingBox(carla.Location(length / 2, 0, 0), carla.Vector3D(length / 2, radius, radius))
+            flat = carla.Transform(tf.location, carla.Rotation(yaw=math.degrees(math.atan2(fy, fx))))
+            exclude = tuple(a.id for a in self._actors.values() if a is sensor or a is sensor.parent or
+                            (sensor.parent is not None and a.parent is sensor.parent))
+            best = None
+            for other in self._overlapping(flat, corridor, exclude):
+                if isinstance(other, int) or (dynamic_only and not isinstance(other, Vehicle | Walker)):
+                    continue
+                centre, half, yaw, _ = _world_box(other.get_transform(), other.bounding_box)
+                rel = math.radians(yaw) - math.atan2(fy, fx)
+                reach = abs(math.cos(rel)) * half[0] + abs(math.sin(rel)) * half[1]
+                along = (centre[0] - tf.location.x) * fx + (centre[1] - tf.location.y) * fy
+                distance = max(0.0, along - reach)
+                if best is None or distance < best[0]:
+                    best = (distance, other)
+            if best is not None:
+                parent = sensor.parent if sensor.parent is not None else sensor
+                sensor._deliver(ObstacleDetectionEvent(self._frame, self._elapsed, tf, parent, best[1], best[0]))
 
     def _cameras(self) -> None:
         rigs: dict[tuple, list[Sensor]] = {}

@@ -20,7 +20,7 @@ OFFLINE_CLASSES = [
     (world.ActorSnapshot, "libcarla"), (map.Map, "libcarla"), (actors.Actor, "libcarla"),
     (actors.Vehicle, "libcarla"), (actors.Walker, "libcarla"), (actors.WalkerAIController, "libcarla"),
     (actors.ActorList, "libcarla"), (sensors.Sensor, "libcarla"), (sensors.SensorData, "libcarla"),
-    (sensors.Image, "libcarla"), (sensors.CollisionEvent, "libcarla"), (blueprints.ActorBlueprint, "libcarla"),
+    (sensors.Image, "libcarla"), (sensors.CollisionEvent, "libcarla"), (sensors.ObstacleDetectionEvent, "libcarla"), (blueprints.ActorBlueprint, "libcarla"),
     (blueprints.ActorAttribute, "libcarla"), (blueprints.BlueprintLibrary, "libcarla"),
     (traffic.TrafficManager, "libcarla"), (command.SpawnActor, "command"), (command.DestroyActor, "command"),
     (command.SetAutopilot, "command"), (command.SetSimulatePhysics, "command"), (command.ApplyTransform, "command"),

@@ -259,6 +259,27 @@ def test_collision_sensor_fires_and_the_car_stops(world):
     assert ego.get_velocity().length() == pytest.approx(0.0, abs=1e-6)
 
 
+def test_obstacle_sensor_reports_the_nearest_actor_ahead(world):
+    lib = world.get_blueprint_library()
+    lane = _lane_transform(world)
+    ego = world.spawn_actor(lib.find("vehicle.tesla.model3"), lane)
+    ahead = lane.get_forward_vector()
+    near = world.spawn_actor(lib.find("static.prop.bin"), carla.Transform(lane.location + ahead * 9.0, lane.rotation))
+    world.spawn_actor(lib.find("static.prop.bin"), carla.Transform(lane.location + ahead * 14.0, lane.rotation))
+    world.spawn_actor(lib.find("static.prop.bin"), carla.Transform(lane.location + ahead * 6.0 + lane.get_right_vector() * 3.0,
+                                                                   lane.rotation))  # beside the corridor
+    bp = lib.find("sensor.other.obstacle")
+    bp.set_attribute("distance", "20")
+    sensor = world.spawn_actor(bp, carla.Transform(carla.Location(x=ego.bounding_box.extent.x)), attach_to=ego)
+    events = []
+    sensor.listen(events.append)
+    world.tick()
+    assert len(events) == 1 and events[0].other_actor.id == near.id and events[0].actor.id == ego.id
+    # from the front bumper to the bin's near face
+    expected = 9.0 - ego.bounding_box.extent.x - near.bounding_box.extent.x
+    assert events[0].distance == pytest.approx(expected, abs=0.05)
+
+
 def test_traffic_manager_drives_lanes_and_stops_behind_props():
     client = Client("localhost", PORT)
     world = client.load_world("Town01")
