@@ -100,10 +100,10 @@ def test_two_stream_fpn_shapes():
     assert [tuple(p.shape[1:]) for p in levels] == [(32, 16, 24), (32, 8, 12), (32, 4, 6), (32, 2, 3), (32, 1, 2)]
 
 
-@pytest.mark.parametrize("build", [prototype, prototype_cl])
-def test_overfit_tiny_batch(build):
+@pytest.mark.parametrize("build,stream", [(prototype, "depth"), (prototype_cl, None)])
+def test_overfit_tiny_batch(build, stream):
     torch.manual_seed(0)
-    model = build(**TINY)
+    model = build(**TINY, second_stream=stream)
     g = torch.Generator().manual_seed(0)
     label = torch.zeros(2, 32, 32, dtype=torch.long)
     label[:, 16:] = 1
@@ -118,14 +118,14 @@ def test_overfit_tiny_batch(build):
     batch = {"image": image, "depth": torch.rand(2, 1, 32, 32, generator=g) * 50, "label": label}
     opt = torch.optim.Adam(model.parameters(), lr=3e-2)
     losses = []
-    for step in range(20):
+    for step in range(15):
         terms = model.loss(model(batch), batch, torch.Generator().manual_seed(step))
         opt.zero_grad()
         terms["loss"].backward()
         opt.step()
         losses.append(terms["loss"].item())
     assert ("supcon" in terms) == (build is prototype_cl)
-    assert losses[-1] < 0.8 * losses[0]
+    assert losses[-1] < 0.85 * losses[0] and losses[-1] == min(losses[5:])
     model.eval()
     pred = model.predict(batch)
     valid = label != 255

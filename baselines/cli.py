@@ -1,0 +1,150 @@
+"""vca-baseline: train, evaluate and apply the open-set baselines of the VCA benchmark.
+
+  vca-baseline train --model prototype|prototype-cl --data DATA --out RUN [--config paper|tiny|YAML]
+                     [--resume] [--set key=value ...]
+  vca-baseline eval RUN --data DATA [--split test] [--checkpoint PATH]
+  vca-baseline predict RUN IMAGES... --out DIR [--checkpoint PATH]
+  vca-baseline metrics ...             (saved predictions against labels; see `vca-baseline metrics -h`)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from baselines.backbones import WeightsError
+from baselines.config import MODEL_NAMES, ConfigError, build_config, config_dir
+from baselines.engine import RunError
+from vca_data.metrics import cli as metrics_cli
+
+EPILOG = """\
+DATA is an open-set dataset folder as written by `vca-carla collect` (DATA/manifest.json and
+DATA/episodes/*.h5). RUN is a run folder: RUN/config.yaml (the resolved configuration),
+RUN/checkpoints/step_NNNNNNN.pt, RUN/log.csv (step, lr, loss and its terms, images/s, share of time
+waiting for data) and RUN/metrics.json (evaluation results, and the periodic ones under "history").
+
+Configs: `paper` (the paper's setting: two-stream ResNet-50 + FPN, ImageNet weights from the torch hub
+cache, SGD lr 0.005, 15 epochs, steps at 6 and 8), `paper-cityscapes`, `tiny` (ResNet-18 from scratch,
+small crops, 300 iterations: a few minutes on a CPU), or a YAML path; a YAML file may start from another
+with `base: NAME`. `--set section.key=value` overrides one value (YAML syntax), e.g.
+`--set train.iters=500 --set data.crop=[128,160] --set model.second_stream=null`.
+
+Multi-GPU: torchrun --nproc_per_node N -m baselines.cli train ... (batch_size is per process).
+"""
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from baselines.engine import TrainingDiverged, resume_config, train
+
+    run = args.out
+    if args.resume:
+        if args.config is not None:
+            raise ConfigError("--resume takes the run's own config.yaml; drop --config (use --set to change a value)")
+        cfg = resume_config(run, args.set)
+        if args.model is not None and args.model != cfg["model"]["name"]:
+            raise ConfigError(f"{run} trains {cfg['model']['name']!r}, not {args.model!r}")
+    else:
+        if args.model is None:
+            raise ConfigError("--model is required for a new run")
+        cfg = build_config(args.config or "paper", args.set, model=args.model)
+    try:
+        summary = train(cfg, run, args.data, resume=args.resume, progress=not args.quiet)
+    except TrainingDiverged as e:
+        print(f"vca-baseline train: {e}", file=sys.stderr)
+        return 1
+    import torch.distributed as dist
+
+    if not dist.is_initialized() or dist.get_rank() == 0:
+        print(
+            f"trained {cfg['model']['name']} for {summary.steps} steps in {summary.time_s:.0f} s "
+            f"({summary.images_per_s:.1f} img/s, {summary.data_wait_share:.0%} waiting for data), "
+            f"final loss {summary.final_loss:.4f}; run in {run} (checkpoint {summary.checkpoint.name if summary.checkpoint else '-'})"
+        )
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from baselines.evaluate import evaluate_run, results_table
+
+    t0 = time.perf_counter()
+    result = evaluate_run(args.run, args.data, split=args.split, checkpoint=args.checkpoint, device=args.device,
+                          progress=not args.quiet)
+    title = f"{result['model']} at step {result['step']} on {result['split']} split of {args.data}"
+    print(results_table(result, title=title))
+    o = result["overall"]
+    print(f"mIoU {o['miou'] * 100:.1f}, CA-IoU {o['ca_iou'] * 100:.1f} on {o['images']} images in "
+          f"{time.perf_counter() - t0:.0f} s; results in {Path(args.run) / 'metrics.json'}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from baselines.evaluate import predict
+
+    written = predict(args.run, args.images, args.out, checkpoint=args.checkpoint, device=args.device,
+                      progress=not args.quiet)
+    print(f"wrote {len(written) // 2} semantic and unknown prediction pairs to {args.out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vca-baseline", description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a baseline into a run folder (or resume one)",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG)
+    p.add_argument("--model", choices=MODEL_NAMES, help="model family (required for a new run)")
+    p.add_argument("--data", type=Path, required=True, help="open-set dataset folder (DATA/manifest.json)")
+    p.add_argument("--out", type=Path, required=True, help="run folder to create, or to continue with --resume")
+    names = ", ".join(sorted(q.stem for q in config_dir().glob("*.yaml")))
+    p.add_argument("--config", default=None, help=f"packaged config ({names}) or a YAML path (default: paper)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue RUN from its newest checkpoint exactly (weights, optimiser, schedule, RNG, data order)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one config value")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="mIoU (known classes) and CA-IoU (test unknowns) per scenario",
+                       description="Evaluate a run's newest checkpoint; print the table and write RUN/metrics.json.")
+    p.add_argument("run", type=Path)
+    p.add_argument("--data", type=Path, required=True, help="open-set dataset folder")
+    p.add_argument("--split", choices=["train", "test"], default=None, help="split to evaluate (default: the config's, test)")
+    p.add_argument("--checkpoint", type=Path, default=None, help="a checkpoint file instead of the newest")
+    p.add_argument("--device", default=None, help="cpu | cuda[:i] (default: cuda when available)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("predict", help="colour PNGs of semantic and unknown predictions",
+                       description="Predict images (PNG/JPG; RGB-only models) or every frame of episode files "
+                                   "(.h5, with depth) and write <name>_semantic.png and <name>_unknown.png.")
+    p.add_argument("run", type=Path)
+    p.add_argument("images", type=Path, nargs="+", help="PNG/JPG images or episode files (.h5)")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--checkpoint", type=Path, default=None)
+    p.add_argument("--device", default=None)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_predict)
+
+    metrics_cli.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ConfigError, RunError, WeightsError, ValueError, FileNotFoundError, KeyError) as e:
+        # bad inputs (EpisodeError and CatalogueError are ValueErrors): one line naming the file, exit 2
+        message = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"vca-baseline {args.command}: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,272 @@
+"""Run configurations of the baselines: the schema with its defaults, YAML files (a `base:` key names
+a file to start from), `key.sub=value` overrides, and validation with messages that name the file and
+the key. The resolved configuration is a plain nested dict, saved as RUN/config.yaml."""
+
+from __future__ import annotations
+
+import copy
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from vca_data.io import atomic_write_text
+from vca_data.labels import NUM_TRAIN_CLASSES, SCENARIOS, SPLITS
+
+MODEL_NAMES = ("prototype", "prototype-cl")
+
+# Every key a configuration may hold, with its default; a file or override naming any other key is an
+# error, so a typo cannot silently fall back to a default.
+DEFAULTS: dict = {
+    "model": {
+        "name": "prototype",
+        "num_classes": NUM_TRAIN_CLASSES,
+        "backbone": "resnet50",
+        "weights": "imagenet",       # imagenet | null | path to a state dict
+        "norm": "frozen_bn",         # bn | frozen_bn | gn
+        "second_stream": "depth",    # depth | null (RGB only)
+        "depth_max": 100.0,          # metres mapped to 1 in the depth stream; farther saturates
+        "fpn_channels": 256,
+        "head_channels": 256,
+        "embed_dim": 256,
+        "num_convs": 4,
+        "eps": 1.0,
+        "contrastive": {"proj_dim": 128, "temperature": 0.07, "weight": 0.1, "per_class": 64},
+    },
+    "data": {
+        "train_split": "train",
+        "eval_split": "test",
+        "scenarios": None,           # list of scenarios, null = all
+        "frame_step": 1,             # use every n-th frame of the training episodes
+        "resize": None,              # [height, width] before augmentation, null = native size
+        "crop": [320, 512],          # [height, width]
+        "min_scale": 0.8,
+        "max_scale": 1.3,
+        "flip": True,
+        "batch_size": 8,             # per process
+        "workers": 4,
+    },
+    "train": {
+        "epochs": 15,                # exactly one of epochs / iters; milestones are in the same unit
+        "iters": None,
+        "milestones": [6, 8],
+        "lr_gamma": 0.1,
+        "lr": 0.005,
+        "momentum": 0.9,
+        "weight_decay": 1.0e-4,
+        "warmup_iters": 500,
+        "warmup_factor": 0.001,
+        "grad_clip": 0.0,            # max gradient norm, 0 = off
+        "amp": True,                 # mixed precision, used on CUDA only
+        "seed": 0,
+        "log_every": 20,
+        "checkpoint_every": 1000,
+        "keep_checkpoints": 2,
+        "eval_every": 0,             # evaluate every k steps on data.eval_split, 0 = only at the end
+        "eval_max_images": 200,      # images of a periodic evaluation (the final one uses all)
+    },
+    "eval": {
+        "resize": None,              # [height, width], null = native size
+        "batch_size": 1,
+        "frame_step": 1,
+        "workers": 2,
+    },
+}
+
+# Keys whose value may be null although the default is not (or the reverse).
+NULLABLE = {
+    "model.weights", "model.second_stream", "data.scenarios", "data.resize", "train.epochs", "train.iters",
+    "eval.resize",
+}
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is invalid; the message names the source and the key."""
+
+
+def config_dir() -> Path:
+    return Path(str(resources.files("baselines").joinpath("configs")))
+
+
+def resolve_config_path(name_or_path: str | Path) -> Path:
+    """A packaged config name ('paper', 'tiny') or a path to a YAML file."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"{path}: no such config file")
+        return path
+    packaged = config_dir() / f"{name_or_path}.yaml"
+    if not packaged.is_file():
+        names = sorted(p.stem for p in config_dir().glob("*.yaml"))
+        raise ConfigError(f"no config named {name_or_path!r} (packaged: {', '.join(names)}; or give a YAML path)")
+    return packaged
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark is not None else "parse error"
+        raise ConfigError(f"{path}: {where}: invalid YAML: {getattr(e, 'problem', e)}") from None
+    if doc is None:
+        return {}
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections (model, data, train, eval)")
+    return doc
+
+
+def merge(base: dict, update: dict, source: str, prefix: str = "") -> dict:
+    """`base` with `update` merged in recursively; keys absent from the schema are errors."""
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        name = f"{prefix}{key}"
+        if key not in out:
+            raise ConfigError(f"{source}: unknown key {name!r} (known: {', '.join(sorted(out))})")
+        if isinstance(out[key], dict):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{source}: {name} must be a mapping")
+            out[key] = merge(out[key], value, source, f"{name}.")
+        else:
+            out[key] = value
+    return out
+
+
+def load_config(name_or_path: str | Path = "paper", _seen: tuple[Path, ...] = ()) -> dict:
+    """Defaults, then the file's `base` chain, then the file itself; not yet validated."""
+    path = resolve_config_path(name_or_path)
+    if path.resolve() in _seen:
+        raise ConfigError(f"{path}: 'base' chain loops back to itself")
+    doc = _read_yaml(path)
+    base_name = doc.pop("base", None)
+    if base_name is not None:
+        base_ref = base_name if (config_dir() / f"{base_name}.yaml").is_file() else path.parent / str(base_name)
+        base = load_config(base_ref, _seen + (path.resolve(),))
+    else:
+        base = copy.deepcopy(DEFAULTS)
+    return merge(base, doc, str(path))
+
+
+def apply_overrides(cfg: dict, overrides: list[str]) -> dict:
+    """Apply `section.key=value` overrides (the value parsed as YAML: 3, 0.1, null, [96, 128], true)."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected key=value, e.g. train.iters=500")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML") from None
+        update: dict = value
+        for part in reversed(key.strip().split(".")):
+            update = {part: update}
+        cfg = merge(cfg, update, f"--set {item}")
+    return cfg
+
+
+def _check_type(value: object, default: object, key: str, source: str) -> None:
+    if value is None:
+        if key in NULLABLE or default is None:
+            return
+        raise ConfigError(f"{source}: {key} must not be null")
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    elif isinstance(default, str):
+        ok = isinstance(value, str)
+    elif isinstance(default, list):
+        ok = isinstance(value, list)
+    else:
+        ok = True
+    if not ok:
+        raise ConfigError(f"{source}: {key} must be a {type(default).__name__}, got {value!r}")
+
+
+def _size(value: object, key: str, source: str) -> None:
+    if value is None:
+        return
+    if not (isinstance(value, list) and len(value) == 2 and all(isinstance(v, int) and v > 0 for v in value)):
+        raise ConfigError(f"{source}: {key} must be [height, width] with positive integers, got {value!r}")
+
+
+def validate(cfg: dict, source: str = "config") -> dict:
+    """Check every value's type and range; returns `cfg` (float fields as floats)."""
+    for section, fields in DEFAULTS.items():
+        for key, default in fields.items():
+            value = cfg[section][key]
+            if key == "contrastive":
+                for sub, sub_default in default.items():
+                    _check_type(value[sub], sub_default, f"{section}.{key}.{sub}", source)
+                continue
+            _check_type(value, default, f"{section}.{key}", source)
+            if isinstance(default, float) and value is not None:
+                cfg[section][key] = float(value)
+    m, d, t, e = cfg["model"], cfg["data"], cfg["train"], cfg["eval"]
+    if m["name"] not in MODEL_NAMES:
+        raise ConfigError(f"{source}: model.name must be one of {list(MODEL_NAMES)}, got {m['name']!r}")
+    if m["backbone"] not in ("resnet18", "resnet50"):
+        raise ConfigError(f"{source}: model.backbone must be resnet18 or resnet50, got {m['backbone']!r}")
+    if m["norm"] not in ("bn", "frozen_bn", "gn"):
+        raise ConfigError(f"{source}: model.norm must be bn, frozen_bn or gn, got {m['norm']!r}")
+    if m["second_stream"] not in ("depth", None):
+        raise ConfigError(f"{source}: model.second_stream must be depth or null, got {m['second_stream']!r}")
+    if m["contrastive"]["temperature"] <= 0 or m["contrastive"]["per_class"] < 2:
+        raise ConfigError(f"{source}: model.contrastive needs temperature > 0 and per_class >= 2")
+    for key in ("num_classes", "fpn_channels", "head_channels", "embed_dim", "num_convs"):
+        if m[key] < 1:
+            raise ConfigError(f"{source}: model.{key} must be at least 1, got {m[key]}")
+    for key in ("train_split", "eval_split"):
+        if d[key] not in SPLITS:
+            raise ConfigError(f"{source}: data.{key} must be one of {list(SPLITS)}, got {d[key]!r}")
+    if d["scenarios"] is not None and (not d["scenarios"] or any(s not in SCENARIOS for s in d["scenarios"])):
+        raise ConfigError(f"{source}: data.scenarios must be null or a list from {list(SCENARIOS)}")
+    _size(d["resize"], "data.resize", source)
+    _size(d["crop"], "data.crop", source)
+    _size(e["resize"], "eval.resize", source)
+    if not 0 < d["min_scale"] <= d["max_scale"]:
+        raise ConfigError(f"{source}: need 0 < data.min_scale <= data.max_scale")
+    for key, low in (("batch_size", 1), ("workers", 0), ("frame_step", 1)):
+        if d[key] < low:
+            raise ConfigError(f"{source}: data.{key} must be at least {low}, got {d[key]}")
+    if (t["epochs"] is None) == (t["iters"] is None):
+        raise ConfigError(f"{source}: set exactly one of train.epochs and train.iters (the other null)")
+    length = t["epochs"] if t["iters"] is None else t["iters"]
+    if not isinstance(length, int) or length < 1:
+        raise ConfigError(f"{source}: train.epochs / train.iters must be a positive integer, got {length!r}")
+    ms = t["milestones"]
+    if any(not isinstance(v, int) or v < 1 for v in ms) or ms != sorted(ms):
+        raise ConfigError(f"{source}: train.milestones must be increasing positive integers, got {ms!r}")
+    for key in ("lr", "log_every", "checkpoint_every", "keep_checkpoints", "eval_max_images"):
+        if t[key] <= 0:
+            raise ConfigError(f"{source}: train.{key} must be positive, got {t[key]}")
+    for key in ("momentum", "weight_decay", "warmup_iters", "grad_clip", "eval_every"):
+        if t[key] < 0:
+            raise ConfigError(f"{source}: train.{key} must not be negative, got {t[key]}")
+    if e["batch_size"] < 1 or e["frame_step"] < 1 or e["workers"] < 0:
+        raise ConfigError(f"{source}: eval.batch_size and eval.frame_step must be >= 1, eval.workers >= 0")
+    return cfg
+
+
+def build_config(config: str | Path = "paper", overrides: list[str] | None = None, model: str | None = None) -> dict:
+    """Load `config` (name or path), set model.name, apply overrides, validate."""
+    cfg = load_config(config)
+    if model is not None:
+        cfg["model"]["name"] = model
+    cfg = apply_overrides(cfg, overrides or [])
+    return validate(cfg, str(config))
+
+
+def save_config(cfg: dict, path: str | Path) -> None:
+    atomic_write_text(path, yaml.safe_dump(cfg, sort_keys=False))
+
+
+def read_run_config(path: str | Path) -> dict:
+    """A run's resolved config.yaml, re-validated against the schema (defaults fill keys that newer
+    versions added)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such file (is {path.parent} a run folder made by 'vca-baseline train'?)")
+    return validate(merge(DEFAULTS, _read_yaml(path), str(path)), str(path))
