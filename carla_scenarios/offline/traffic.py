@@ -125,6 +125,8 @@ class TrafficManager:
         obs_xy = np.array([[a.get_transform().location.x, a.get_transform().location.y] for a in obstacles]).reshape(-1, 2)
         obs_r = np.array([min(a.bounding_box.extent.x, a.bounding_box.extent.y) for a in obstacles])
         obs_ids = np.array([a.id for a in obstacles])
+        obs_yaw = np.array([a.get_transform().rotation.yaw for a in obstacles])
+        obs_driven = np.array([a.id in alive for a in obstacles], dtype=bool)
         for vid in sorted(alive):
             vehicle = alive[vid]
             route = self._routes.get(vid)
@@ -141,7 +143,10 @@ class TrafficManager:
             # distance along the route to the first obstacle whose footprint reaches into our lane
             free = LOOKAHEAD
             if len(obs_xy):
-                others = obs_ids != vid
+                # right of way where paths cross: a vehicle yields to crossing autopilot vehicles of lower
+                # id only, so two of them can never wait for each other in a junction
+                crossing = np.abs((obs_yaw - tf.rotation.yaw + 180) % 360 - 180) > 30
+                others = (obs_ids != vid) & ~(obs_driven & crossing & (obs_ids > vid))
                 d = np.hypot(pts[:, None, 0] - obs_xy[None, others, 0], pts[:, None, 1] - obs_xy[None, others, 1])
                 hit = d < (ext.y + 0.3 + obs_r[others])[None, :]
                 rows = np.flatnonzero(hit.any(axis=1))
