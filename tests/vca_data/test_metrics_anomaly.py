@@ -118,6 +118,8 @@ def test_torch_tensors_give_the_numpy_result(backend):
         assert run(tensors, exact=exact, backend=backend) == expected
     mixed = [(torch.from_numpy(s).double(), y.astype(np.int64)) for s, y in images]
     assert run(mixed, backend=backend) == run(images)
+    half = [(torch.from_numpy(s).bfloat16(), y) for s, y in images]
+    assert run(half, backend=backend) == run([(s.float().numpy(), y) for s, y in half])
 
 
 def test_merge_equals_one_accumulator():

@@ -11,6 +11,7 @@ from pycocotools import mask as mask_utils
 
 from vca_data.metrics import AnomalyPixelMetrics, ClassAgnosticQuality, SemanticMetrics
 from vca_data.metrics.cli import main, register
+from vca_data.metrics.loading import read_ahead
 
 
 def write_anomaly(tmp_path, n=3):
@@ -129,3 +130,18 @@ def test_caq_from_kitti_mots_txt_and_png(tmp_path):
     (png_root / "pred" / "0002" / "000002.png").unlink()
     assert main(["--kind", "caq", "--pred", str(png_root / "pred"), "--gt", str(png_root / "gt"),
                  "--no-progress"]) == 2
+
+
+def test_read_ahead_keeps_order_and_raises_at_the_failing_item():
+    def load(k):
+        if k == 7:
+            raise ValueError("frame 7 is broken")
+        return k * k
+
+    for workers in (1, 3):
+        assert list(read_ahead(load, range(7), workers)) == [k * k for k in range(7)]
+        seen = []
+        with pytest.raises(ValueError, match="frame 7"):
+            for value in read_ahead(load, range(10), workers):
+                seen.append(value)
+        assert seen == [k * k for k in range(7)]

@@ -71,6 +71,16 @@ def use_torch_ops(x: object, backend: str) -> bool:
     return backend == "torch" or x.device.type != "cpu"
 
 
+def to_numpy(x) -> np.ndarray:
+    """A tensor (any device; bfloat16 widened to float32, which numpy lacks) or array-like as an array."""
+    if not is_tensor(x):
+        return np.asarray(x)
+    x = x.detach()
+    if x.dtype == _torch().bfloat16:
+        x = x.float()
+    return x.cpu().numpy()
+
+
 def _describe(index: int, name: str | None) -> str:
     return f"image {index}" + (f" ({name})" if name else "")
 
@@ -252,8 +262,7 @@ class AnomalyPixelMetrics:
         if use_torch_ops(scores, self.backend) and not self.exact:
             self._update_torch(scores, labels, where)
         else:
-            scores = scores.detach().cpu().numpy() if is_tensor(scores) else np.asarray(scores)
-            labels = labels.detach().cpu().numpy() if is_tensor(labels) else np.asarray(labels)
+            scores, labels = to_numpy(scores), to_numpy(labels)
             if not (np.issubdtype(scores.dtype, np.number) or scores.dtype == np.bool_):
                 raise ValueError(f"{where}: scores must be numeric, got dtype {scores.dtype}")
             if self.exact:

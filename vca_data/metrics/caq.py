@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from vca_data.metrics.anomaly import is_tensor
+from vca_data.metrics.anomaly import to_numpy
 from vca_data.metrics.table import format_table
 
 IOU_THRESHOLD = 0.5
@@ -27,7 +27,7 @@ IOU_THRESHOLD = 0.5
 
 def _as_masks(x, what: str, where: str) -> np.ndarray:
     """(N, H, W) bool stack from a stack of masks or from an HxW instance id map (0 = background)."""
-    x = x.detach().cpu().numpy() if is_tensor(x) else np.asarray(x)
+    x = to_numpy(x)
     if x.ndim == 2:
         if not np.issubdtype(x.dtype, np.integer):
             raise ValueError(f"{where}: {what} instance id map must hold integers, got dtype {x.dtype}")
@@ -77,7 +77,7 @@ class ClassAgnosticQuality:
         p_area = pred_masks.sum(axis=(1, 2)).astype(np.float64)
         g_area = gt_masks.sum(axis=(1, 2)).astype(np.float64)
         if void is not None:
-            void = void.detach().cpu().numpy() if is_tensor(void) else np.asarray(void)
+            void = to_numpy(void)
             if void.shape != gt_masks.shape[1:]:
                 raise ValueError(f"{where}: void mask shape {void.shape} differs from image size {gt_masks.shape[1:]}")
             p_void = (pred_masks & void.astype(bool)[None]).sum(axis=(1, 2))

@@ -22,6 +22,7 @@ from vca_data.io import atomic_write_json
 from vca_data.metrics.anomaly import FPR_AT_TPR_RULES, AnomalyPixelMetrics
 from vca_data.metrics.caq import ClassAgnosticQuality
 from vca_data.metrics.components import ComponentMetrics
+from vca_data.metrics.loading import read_ahead
 from vca_data.metrics.panoptic import PanopticQuality, iter_coco_panoptic_pairs, read_coco_panoptic
 from vca_data.metrics.semantic import SemanticMetrics
 
@@ -60,6 +61,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gt-suffix", default="", help="strip this from ground-truth file stems before pairing "
                         "(e.g. _gtFine_labelTrainIds)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument("--workers", type=int, default=4,
+                        help="threads decoding files ahead of the metric (default 4; 1: none)")
     anomaly = parser.add_argument_group("anomaly")
     anomaly.add_argument("--void", type=int, default=255, help="void label of the anomaly ground truth (default 255)")
     anomaly.add_argument("--exact", action="store_true", help="sort all scores instead of the 2^bits histogram")
@@ -85,7 +88,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     caq.add_argument("--authors-counting", action="store_true",
                      help="count an unmatched prediction as both FP and FN, as the VCA authors' script does")
     caq.add_argument("--gt-classes", type=int, nargs="+",
-                     help="class ids of ground-truth objects to evaluate (default: all but the ignore class 10)")
+                     help="class ids of ground-truth objects to evaluate (default: all but the ignore class 10); "
+                     "e.g. 1 for the moving objects of motion labels (moving = 1, static = 2)")
     caq.add_argument("--pred-classes", type=int, nargs="+",
                      help="class ids of predicted objects to evaluate (default: all but the ignore class 10)")
 
@@ -206,6 +210,10 @@ def read_array(path: Path) -> np.ndarray:
     return array
 
 
+def _read_pair(pair: tuple[str, Path, Path]) -> tuple[tuple[str, Path, Path], np.ndarray, np.ndarray]:
+    return pair, read_array(pair[1]), read_array(pair[2])
+
+
 def _check_same_shape(stem: str, pred: np.ndarray, gt: np.ndarray, pred_path: Path, gt_path: Path) -> None:
     if pred.shape != gt.shape:
         raise MetricsInputError(f"'{stem}': prediction {pred_path} has shape {pred.shape}, ground truth {gt_path} "
@@ -221,8 +229,8 @@ def evaluate_anomaly(args) -> tuple[dict, str]:
     pairs = pair_files(args, (".npy", ".png", ".tif", ".tiff"), (".png", ".npy"))
     pixel = AnomalyPixelMetrics(exact=args.exact, bins_bits=args.bins_bits, void_label=args.void,
                                 tpr=args.tpr, fpr_at_tpr_rule=args.fpr_rule)
-    for stem, pred_path, gt_path in _progress(pairs, args, "anomaly"):
-        scores, labels = read_array(pred_path), read_array(gt_path)
+    for (stem, pred_path, gt_path), scores, labels in _progress(read_ahead(_read_pair, pairs, args.workers), args,
+                                                                 "anomaly", total=len(pairs)):
         _check_same_shape(stem, scores, labels, pred_path, gt_path)
         pixel.update(scores, labels, name=str(pred_path))
     result = {"pixel": pixel.compute()}
@@ -232,8 +240,9 @@ def evaluate_anomaly(args) -> tuple[dict, str]:
         components = ComponentMetrics(threshold=threshold, void_label=args.void,
                                       min_component_size=args.min_component_size,
                                       min_instance_size=args.min_instance_size)
-        for _stem, pred_path, gt_path in _progress(pairs, args, "components"):
-            components.update(read_array(pred_path), read_array(gt_path), name=str(pred_path))
+        for (_stem, pred_path, _gt), scores, labels in _progress(read_ahead(_read_pair, pairs, args.workers), args,
+                                                                 "components", total=len(pairs)):
+            components.update(scores, labels, name=str(pred_path))
         result["components"] = components.compute()
         result["components"]["threshold"] = threshold
         tables.append(components.table(result["components"]))
@@ -244,8 +253,8 @@ def evaluate_semantic(args) -> tuple[dict, str]:
     pairs = pair_files(args, (".png", ".npy"), (".png", ".npy"))
     metric = SemanticMetrics(num_classes=args.num_classes, ignore_index=args.ignore_index,
                              unknown_label=None if args.unknown_label < 0 else args.unknown_label)
-    for stem, pred_path, gt_path in _progress(pairs, args, "semantic"):
-        pred, gt = read_array(pred_path), read_array(gt_path)
+    for (stem, pred_path, gt_path), pred, gt in _progress(read_ahead(_read_pair, pairs, args.workers), args,
+                                                           "semantic", total=len(pairs)):
         _check_same_shape(stem, pred, gt, pred_path, gt_path)
         metric.update(pred, gt, name=str(gt_path))
     result = metric.compute()
@@ -269,7 +278,7 @@ def evaluate_panoptic(args) -> tuple[dict, str]:
     if not gt.categories:
         raise MetricsInputError(f"{gt.json_path}: the ground-truth JSON lists no categories")
     metric = PanopticQuality(gt.categories)
-    pairs = iter_coco_panoptic_pairs(gt, pred)
+    pairs = iter_coco_panoptic_pairs(gt, pred, args.workers)
     for file_name, (p_ids, p_segments), (g_ids, g_segments) in _progress(pairs, args, "panoptic",
                                                                          total=len(gt.annotations)):
         metric.update(p_ids, p_segments, g_ids, g_segments, name=file_name)

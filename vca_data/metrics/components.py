@@ -27,7 +27,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
-from vca_data.metrics.anomaly import is_tensor
+from vca_data.metrics.anomaly import to_numpy
 from vca_data.metrics.table import format_table
 
 SIOU_THRESHOLDS: tuple[float, ...] = tuple(float(t) for t in np.linspace(0.25, 0.75, 11))
@@ -120,8 +120,8 @@ class ComponentMetrics:
         """Add one image: `prediction` a score map (thresholded at `threshold`) or a boolean mask,
         `labels` the HxW anomaly labels."""
         where = f"image {self.num_images}" + (f" ({name})" if name else "")
-        prediction = prediction.detach().cpu().numpy() if is_tensor(prediction) else np.asarray(prediction)
-        labels = labels.detach().cpu().numpy() if is_tensor(labels) else np.asarray(labels)
+        prediction = to_numpy(prediction)
+        labels = to_numpy(labels)
         if prediction.shape != labels.shape or labels.ndim != 2:
             raise ValueError(f"{where}: prediction shape {prediction.shape} and labels shape {labels.shape} "
                              "must be the same HxW")

@@ -35,6 +35,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from vca_data.metrics.loading import read_ahead
 from vca_data.metrics.table import format_table
 
 IOU_THRESHOLD = 0.5
@@ -329,14 +330,20 @@ def read_coco_panoptic(json_path: Path, png_dir: Path | None = None) -> CocoPano
     return CocoPanoptic(json_path, Path(png_dir), list(data.get("categories", [])), annotations)
 
 
-def iter_coco_panoptic_pairs(gt: CocoPanoptic, pred: CocoPanoptic) -> Iterator[tuple[str, tuple, tuple]]:
+def iter_coco_panoptic_pairs(
+    gt: CocoPanoptic, pred: CocoPanoptic, workers: int = 1
+) -> Iterator[tuple[str, tuple, tuple]]:
     """(file name, (pred ids, pred segments), (gt ids, gt segments)) for every ground-truth image,
-    paired by image_id; a ground-truth image without prediction is an error."""
+    paired by image_id, the PNGs decoded by `workers` threads ahead; a ground-truth image without
+    prediction is an error."""
     missing = [image_id for image_id in gt.annotations if image_id not in pred.annotations]
     if missing:
         raise ValueError(f"{pred.json_path}: no prediction for image_id {missing[:10]} of {gt.json_path}")
-    for image_id, annotation in gt.annotations.items():
-        yield annotation["file_name"], pred.frame(image_id), gt.frame(image_id)
+
+    def load(image_id):
+        return gt.annotations[image_id]["file_name"], pred.frame(image_id), gt.frame(image_id)
+
+    return read_ahead(load, list(gt.annotations), workers)
 
 
 def evaluate_coco_panoptic(
@@ -345,15 +352,17 @@ def evaluate_coco_panoptic(
     gt_dir: Path | None = None,
     pred_dir: Path | None = None,
     progress: bool = True,
+    workers: int = 4,
 ) -> PanopticQuality:
-    """PQ of a COCO panoptic prediction set against its ground truth (categories from the ground truth)."""
+    """PQ of a COCO panoptic prediction set against its ground truth (categories from the ground truth);
+    `workers` threads decode the PNGs ahead (1: no threads)."""
     from tqdm import tqdm
 
     gt, pred = read_coco_panoptic(gt_json, gt_dir), read_coco_panoptic(pred_json, pred_dir)
     if not gt.categories:
         raise ValueError(f"{gt.json_path}: the ground-truth JSON lists no categories")
     metric = PanopticQuality(gt.categories)
-    pairs = iter_coco_panoptic_pairs(gt, pred)
+    pairs = iter_coco_panoptic_pairs(gt, pred, workers)
     for file_name, (p_ids, p_segments), (g_ids, g_segments) in tqdm(
         pairs, total=len(gt.annotations), desc="panoptic", disable=not progress
     ):

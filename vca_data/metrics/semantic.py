@@ -23,16 +23,12 @@ from collections.abc import Sequence
 import numpy as np
 
 from vca_data.labels import TRAIN_NAMES, UNKNOWN, VOID
-from vca_data.metrics.anomaly import BACKENDS, is_tensor, use_torch_ops
+from vca_data.metrics.anomaly import BACKENDS, is_tensor, to_numpy, use_torch_ops
 from vca_data.metrics.table import format_table
 
 
 def _describe(index: int, name: str | None) -> str:
     return f"image {index}" + (f" ({name})" if name else "")
-
-
-def _to_numpy(x) -> np.ndarray:
-    return x.detach().cpu().numpy() if is_tensor(x) else np.asarray(x)
 
 
 def _check_integer(x: np.ndarray, what: str, where: str) -> None:
@@ -71,7 +67,7 @@ class UnknownIoU:
             pred = pred.detach().to(gt.device)
             gt = gt.detach()
         else:
-            pred, gt = _to_numpy(pred), _to_numpy(gt)
+            pred, gt = to_numpy(pred), to_numpy(gt)
             _check_integer(gt, "ground truth", where)
         pred_unknown = pred if str(pred.dtype) in ("bool", "torch.bool") else pred == self.unknown_label
         gt_unknown = gt == self.unknown_label
@@ -151,7 +147,7 @@ class SemanticMetrics:
         if is_tensor(gt) and use_torch_ops(pred, self.backend):
             self.confusion += self._confusion_torch(pred, gt, where)
         else:
-            pred_np, gt_np = _to_numpy(pred), _to_numpy(gt)
+            pred_np, gt_np = to_numpy(pred), to_numpy(gt)
             _check_integer(pred_np, "prediction", where)
             _check_integer(gt_np, "ground truth", where)
             known = (gt_np >= 0) & (gt_np < n)
