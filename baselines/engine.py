@@ -31,7 +31,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
 from baselines.config import read_run_config, save_config
@@ -124,7 +124,9 @@ def eval_transform(cfg: dict) -> Compose | None:
 
 class ResumableSampler(DistributedSampler):
     """DistributedSampler (same order for a given seed and epoch, whatever the number of processes)
-    that can begin an epoch at a sample position, so a resumed run sees exactly the remaining batches."""
+    that can begin an epoch at a sample position, so a resumed run sees exactly the remaining batches.
+    It yields (augmentation seed of the epoch, index) pairs for EpochSeededDataset, so persistent
+    DataLoader workers learn the epoch from the index rather than from state set in the parent."""
 
     def __init__(self, dataset, num_replicas: int, rank: int, seed: int):
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed, drop_last=False)
@@ -134,10 +136,27 @@ class ResumableSampler(DistributedSampler):
         self.start = int(start)
 
     def __iter__(self):
-        return iter(list(super().__iter__())[self.start:])
+        epoch_seed = derived_seed(self.seed, self.epoch)
+        return iter([(epoch_seed, i) for i in list(super().__iter__())[self.start:]])
 
     def __len__(self) -> int:
         return self.num_samples - self.start
+
+
+class EpochSeededDataset(Dataset):
+    """Wraps an OpenSetDataset so that sample (seed, index) is augmented from default_rng((seed, index)):
+    the same augmentation for a given epoch and frame in any worker, different across epochs."""
+
+    def __init__(self, base: OpenSetDataset):
+        self.base = base
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, key: tuple[int, int]) -> dict:
+        seed, index = key
+        self.base.seed = seed
+        return self.base[index]
 
 
 def move_to(batch: dict, device: torch.device) -> dict:
@@ -274,6 +293,7 @@ class TrainSummary:
     final_loss: float
     checkpoint: Path | None
     losses: list[float]
+    step_times: list[tuple[float, float]]  # (seconds waiting for the batch, seconds of the whole step)
 
 
 def _reduce_mean(values: torch.Tensor, world: int) -> torch.Tensor:
@@ -389,24 +409,24 @@ def train(
     history = _metrics_history(run_dir, step if resume else None)
     last_ckpt = latest
     losses: list[float] = []
+    step_times: list[tuple[float, float]] = []
     images = 0
     wait_s = 0.0
     t_start = time.perf_counter()
     window = {"t": t_start, "images": 0, "wait": 0.0}
     bar = tqdm(total=total, initial=step, desc="train", unit="it", disable=not (progress and info.is_main),
                dynamic_ncols=True)
+    # one loader for the whole run: persistent workers are not restarted at every epoch
+    loader = DataLoader(
+        EpochSeededDataset(train_set), batch_size=batch_size, sampler=sampler, num_workers=d_cfg["workers"],
+        drop_last=True, pin_memory=info.device.type == "cuda", persistent_workers=d_cfg["workers"] > 0,
+        generator=torch.Generator().manual_seed(seed),
+    )
     try:
         while step < total and (stop_at is None or step < stop_at):
             epoch, offset = divmod(step, steps_per_epoch)
-            epoch_seed = derived_seed(seed, epoch)
             sampler.set_epoch(epoch)
             sampler.set_start(offset * batch_size)
-            train_set.seed = epoch_seed
-            loader = DataLoader(
-                train_set, batch_size=batch_size, sampler=sampler, num_workers=d_cfg["workers"], drop_last=True,
-                pin_memory=info.device.type == "cuda", generator=torch.Generator().manual_seed(epoch_seed),
-                persistent_workers=False,
-            )
             model.train()
             t_wait = time.perf_counter()
             for batch in loader:
@@ -428,6 +448,7 @@ def train(
                 if t_cfg["grad_clip"] > 0:
                     scaler.unscale_(optimizer)
                     nn.utils.clip_grad_norm_(params, t_cfg["grad_clip"])
+                lr_used = optimizer.param_groups[0]["lr"]
                 scaler.step(optimizer)
                 scaler.update()
                 scheduler.step()
@@ -436,6 +457,7 @@ def train(
                 images += n_images
                 window["images"] += n_images
                 losses.append(loss_value)
+                step_times.append((waited, time.perf_counter() - t_wait))
                 bar.update(1)
 
                 if step % t_cfg["log_every"] == 0 or step == total:
@@ -445,7 +467,7 @@ def train(
                     bar.set_postfix(loss=f"{loss_value:.4f}", img_s=f"{speed:.1f}", wait=f"{share:.0%}")
                     if log is not None:
                         log.write({
-                            "step": step, "epoch": epoch, "lr": f"{optimizer.param_groups[0]['lr']:.6g}",
+                            "step": step, "epoch": epoch, "lr": f"{lr_used:.6g}",
                             "loss": f"{loss_value:.6f}",
                             "terms": " ".join(f"{k}={float(v):.5f}" for k, v in zip(names, values, strict=True) if k != "loss"),
                             "images_per_s": f"{speed:.3f}", "data_wait": f"{share:.4f}",
@@ -482,6 +504,7 @@ def train(
         steps=step, time_s=elapsed, images_per_s=images / elapsed if elapsed > 0 else 0.0,
         data_wait_share=wait_s / elapsed if elapsed > 0 else 0.0,
         final_loss=losses[-1] if losses else float("nan"), checkpoint=last_ckpt, losses=losses,
+        step_times=step_times,
     )
 
 

@@ -83,8 +83,11 @@ class PrototypeHead(nn.Module):
         return self.embed(self.tower(features))
 
     def logits(self, embeddings: torch.Tensor) -> torch.Tensor:
-        # distances in float32: under autocast the squared-norm expansion loses too much in half precision
-        return prototype_logits(embeddings.float(), self.means.float(), self.sigmas.float(), self.gamma.float(), self.eps)
+        # distances in float32 even under autocast: the squared-norm expansion cancels too much in half precision
+        with torch.autocast(embeddings.device.type, enabled=False):
+            return prototype_logits(
+                embeddings.float(), self.means.float(), self.sigmas.float(), self.gamma.float(), self.eps
+            )
 
     def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(embeddings (B, D, h, w), logits (B, C+1, h, w))."""

@@ -47,7 +47,7 @@ def test_lr_schedule_warmup_and_steps():
 
 
 def test_resume_continues_exactly(open_set_data, micro_config, tmp_path):
-    cfg = micro_config("prototype-cl", "train.iters=4", "model.second_stream=null")
+    cfg = micro_config("prototype-cl", "train.iters=4", "model.second_stream=null", "data.workers=1")
     full = train(cfg, tmp_path / "full", open_set_data, progress=False)
     first = train(cfg, tmp_path / "split", open_set_data, stop_at=2, progress=False)
     assert first.steps == 2 and latest_checkpoint(tmp_path / "split").name == "step_0000002.pt"

@@ -44,6 +44,17 @@ def test_head_init_and_unknown_prediction():
     assert semantic.tolist() == [[[1, 254]]] and unknown.tolist() == [[[False, True]]]
 
 
+def test_logits_stay_float32_under_autocast():
+    torch.manual_seed(0)
+    head = PrototypeHead(8, num_classes=3, channels=16, embed_dim=6)
+    x = torch.randn(1, 8, 5, 5)
+    reference = head(x)[1]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        _, logits = head(x)
+    assert logits.dtype == torch.float32
+    assert torch.allclose(logits, reference, atol=0.05)
+
+
 def test_cross_entropy_maps_unknown_and_ignores_void():
     logits = torch.randn(1, 4, 2, 2)
     labels = torch.tensor([[[0, 254], [255, 2]]])
