@@ -145,3 +145,26 @@ def test_read_ahead_keeps_order_and_raises_at_the_failing_item():
             for value in read_ahead(load, range(10), workers):
                 seen.append(value)
         assert seen == [k * k for k in range(7)]
+
+
+def test_panoptic_from_coco_folders(tmp_path, capsys):
+    ids = np.zeros((8, 10), np.int64)
+    ids[:4] = 300  # road, id 300 = (44, 1, 0) in RGB
+    ids[5:, 2:6] = 70000  # a car, id in the blue channel
+    segments = [{"id": 300, "category_id": 2, "iscrowd": 0}, {"id": 70000, "category_id": 1, "iscrowd": 0}]
+    categories = [{"id": 1, "name": "car", "isthing": 1}, {"id": 2, "name": "road", "isthing": 0}]
+    for side in ("gt", "pred"):
+        (tmp_path / side / "panoptic").mkdir(parents=True)
+        rgb = np.stack([ids & 255, (ids >> 8) & 255, ids >> 16], axis=-1).astype(np.uint8)
+        cv2.imwrite(str(tmp_path / side / "panoptic" / "a.png"), rgb[..., ::-1])
+        entry = {"image_id": "a", "file_name": "a.png", "segments_info": segments}
+        (tmp_path / side / "panoptic.json").write_text(json.dumps({"annotations": [entry], "categories": categories}))
+    out = tmp_path / "pq.json"
+    assert main(["--kind", "panoptic", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt"),
+                 "--out", str(out), "--no-progress"]) == 0
+    results = json.loads(out.read_text())["results"]
+    assert results["all"] == {"pq": 1.0, "sq": 1.0, "rq": 1.0, "n": 2}
+    assert "Things" in capsys.readouterr().out
+    (tmp_path / "pred" / "other.json").write_text("{}")
+    assert main(["--kind", "panoptic", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt")]) == 2
+    assert "exactly one" in capsys.readouterr().err

@@ -413,7 +413,7 @@ class AnomalyPixelMetrics:
         row = {"AP": result["ap"], "AUROC": result["auroc"], name: result["fpr_at_tpr"], "F1": result["best_f1"],
                "pixels": result["num_pixels"], "anomaly": result["num_anomaly_pixels"]}
         mode = "exact" if self.exact else f"2^{self.bins_bits} bins"
-        return format_table({"pixels": row}, title=f"Anomaly, pixel level ({mode}, FPR rule {self.fpr_at_tpr_rule})",
+        return format_table({"all": row}, title=f"Anomaly, pixel level ({mode}, FPR rule {self.fpr_at_tpr_rule})",
                             percent=("AP", "AUROC", name, "F1"))
 
 

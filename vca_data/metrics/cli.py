@@ -126,7 +126,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(table)
-    report = {"kind": args.kind, "pred": str(args.pred), "gt": str(args.gt), "results": _json_safe(result)}
+    options = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if not callable(v)}
+    report = {"kind": args.kind, "pred": str(args.pred), "gt": str(args.gt), "options": options,
+              "results": _json_safe(result)}
     if args.out:
         atomic_write_json(args.out, report)
     print(f"{args.kind}: {_summary(args.kind, result)}; results " + (f"written to {args.out}" if args.out else

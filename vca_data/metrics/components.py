@@ -186,4 +186,7 @@ class ComponentMetrics:
         row = {"sIoU": result["siou"], "PPV": result["ppv"], "mean F1": result["mean_f1"],
                "instances": result["num_instances"], "components": result["num_components"]}
         return format_table({"components": row}, percent=("sIoU", "PPV", "mean F1"),
-                            title=f"Anomaly, component level (threshold {self.threshold})")
+                            title=f"Anomaly, component level (threshold {self._threshold_text()})")
+
+    def _threshold_text(self) -> str:
+        return "boolean masks" if self.threshold is None else f"score >= {self.threshold:.6g}"
