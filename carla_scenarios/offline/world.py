@@ -96,6 +96,7 @@ class World:
         self._renderer = Renderer(self._town.boxes)
         self._library = make_library()
         self._settings = carla.WorldSettings()
+        self._settings.fixed_delta_seconds = None  # variable time step, as a server starts
         w = carla.WeatherParameters.ClearNoon
         self._weather = carla.WeatherParameters(**{k: getattr(w, k) for k in _WEATHER_FIELDS})
         self._frame = 0

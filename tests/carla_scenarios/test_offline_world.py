@@ -120,6 +120,29 @@ def test_semantic_and_instance_images_agree_with_actors(world):
     assert cols[cone.id] < cols[car.id] < cols[walker.id]
 
 
+def test_attached_camera_follows_its_parent(world):
+    lib = world.get_blueprint_library()
+    spot = world.get_map().get_spawn_points()[0]
+    ego = world.spawn_actor(lib.find("vehicle.tesla.model3"), spot)
+    above = carla.Transform(carla.Location(x=0.5, z=12.0), carla.Rotation(pitch=-90))
+    cam, qd = _camera(world, "depth", above, attach_to=ego)
+    _, qi = _camera(world, "instance_segmentation", above, attach_to=ego)
+    roof = ego.bounding_box.location.z + ego.bounding_box.extent.z
+    for yaw, forward in ((0.0, 0.0), (90.0, 5.0)):
+        tf = ego.get_transform()
+        ego.set_transform(carla.Transform(tf.location + tf.get_forward_vector() * forward, carla.Rotation(yaw=yaw)))
+        world.tick()
+        depth, (tag, ids) = _depth(qd.get_nowait()), _instance(qi.get_nowait())
+        assert ids[H // 2, W // 2] == ego.id and tag[H // 2, W // 2] == TAG["Car"]
+        assert depth[H // 2, W // 2] == pytest.approx(12.0 - roof, abs=0.05)
+        ego_at = ego.get_location()
+        assert cam.get_transform().location.distance(ego_at + ego.get_transform().get_forward_vector() * 0.5
+                                                     + carla.Location(z=12.0)) < 1e-3
+        # the car lies along the image's vertical axis (its forward is the image's up): rows span more
+        rows, cols = np.nonzero(ids == ego.id)
+        assert np.ptp(rows) > np.ptp(cols)
+
+
 def test_weather_changes_the_image(world):
     lane = _lane_transform(world)
     camera_tf = carla.Transform(lane.location + carla.Location(z=2.0), lane.rotation)
