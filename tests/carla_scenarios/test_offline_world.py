@@ -143,6 +143,25 @@ def test_attached_camera_follows_its_parent(world):
         assert np.ptp(rows) > np.ptp(cols)
 
 
+def test_a_rig_of_four_cameras_renders_once_per_tick(world, monkeypatch):
+    import carla_scenarios.offline.render as render
+
+    calls = []
+    real = render.pybullet.getCameraImage
+    monkeypatch.setattr(render.pybullet, "getCameraImage", lambda *a, **k: calls.append(1) or real(*a, **k))
+    ego = world.spawn_actor(world.get_blueprint_library().find("vehicle.audi.a2"), world.get_map().get_spawn_points()[0])
+    mount = carla.Transform(carla.Location(x=1.5, z=2.4))
+    queues = [_camera(world, kind, mount, attach_to=ego)[1]
+              for kind in ("rgb", "depth", "semantic_segmentation", "instance_segmentation")]
+    for _ in range(3):
+        frame = world.tick()
+        assert all(q.get_nowait().frame == frame for q in queues)
+    assert len(calls) == 3
+    _camera(world, "rgb", mount, attach_to=ego, size=(W + 2, H))  # another size is another render
+    world.tick()
+    assert len(calls) == 5
+
+
 def test_weather_changes_the_image(world):
     lane = _lane_transform(world)
     camera_tf = carla.Transform(lane.location + carla.Location(z=2.0), lane.rotation)
