@@ -5,9 +5,15 @@ collision sensor, with `listen`/`stop`, delivering data objects shaped like CARL
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import carla
+import cv2
+import numpy as np
+
+from vca_data.io import atomic_write_bytes
+from vca_data.labels import colorize_carla
 
 from .actors import Actor
 
@@ -32,11 +38,48 @@ class Image(SensorData):
         self.fov = fov
         self.raw_data = raw_data
 
+    def convert(self, color_converter: carla.ColorConverter) -> None:
+        """Convert raw_data in place like CARLA: Depth and LogarithmicDepth give grey levels of the encoded
+        depth, CityScapesPalette colours the tag in R with CARLA's palette, Raw leaves it."""
+        self.raw_data = _converted(self._bgra(), color_converter).tobytes()
+
+    def save_to_disk(self, path: str, color_converter: carla.ColorConverter = carla.ColorConverter.Raw) -> None:
+        """Write the (converted) image to `path`; the extension picks the format, as with CARLA."""
+        bgra = _converted(self._bgra(), color_converter)
+        target = Path(path)
+        ok, data = cv2.imencode(target.suffix or ".png", bgra)
+        if not ok:
+            raise ValueError(f"{path}: cannot encode an image with extension {target.suffix!r}")
+        atomic_write_bytes(target, data.tobytes())
+
+    def _bgra(self) -> np.ndarray:
+        return np.frombuffer(self.raw_data, dtype=np.uint8).reshape(self.height, self.width, 4)
+
     def __len__(self) -> int:
         return self.width * self.height
 
     def __repr__(self) -> str:
         return f"Image(frame={self.frame}, timestamp={self.timestamp:.3f}, size={self.width}x{self.height})"
+
+
+def _converted(bgra: np.ndarray, color_converter: carla.ColorConverter) -> np.ndarray:
+    """BGRA image after one of CARLA's colour converters."""
+    out = bgra.copy()
+    if color_converter == carla.ColorConverter.Raw:
+        return out
+    if color_converter in (carla.ColorConverter.Depth, carla.ColorConverter.LogarithmicDepth):
+        a = bgra.astype(np.float64)
+        normalized = (a[..., 2] + a[..., 1] * 256 + a[..., 0] * 65536) / (256**3 - 1)
+        if color_converter == carla.ColorConverter.LogarithmicDepth:
+            # CARLA's formula: 1 + log(depth) / 5.70378, clamped to [0, 1] (depth normalised to 1000 m)
+            normalized = np.clip(1.0 + np.log(np.maximum(normalized, 1e-12)) / 5.70378, 0.0, 1.0)
+        grey = np.round(normalized * 255).astype(np.uint8)
+        out[..., 0] = out[..., 1] = out[..., 2] = grey
+        return out
+    if color_converter == carla.ColorConverter.CityScapesPalette:
+        out[..., 2::-1] = colorize_carla(bgra[..., 2])
+        return out
+    raise ValueError(f"unknown colour converter {color_converter!r}")
 
 
 class CollisionEvent(SensorData):

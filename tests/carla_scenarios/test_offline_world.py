@@ -8,13 +8,14 @@ import math
 import queue
 
 import carla
+import cv2
 import numpy as np
 import pytest
 
 from carla_scenarios.offline import Client, command
 from carla_scenarios.offline.map import LANE_WIDTH, TOWN_NAMES
 from carla_scenarios.offline.shapes import rotation_matrix
-from vca_data.labels import TAG, default_catalogue
+from vca_data.labels import TAG, colorize_carla, default_catalogue
 
 PORT = 2931  # an address of our own: offline clients at one address share one world
 W, H = 96, 64
@@ -118,6 +119,27 @@ def test_semantic_and_instance_images_agree_with_actors(world):
     # the car is in the middle of the image, the cone on the left, the walker on the right
     cols = {a.id: np.nonzero(ids == a.id)[1].mean() for a in (car, cone, walker)}
     assert cols[cone.id] < cols[car.id] < cols[walker.id]
+
+
+def test_image_converters_and_save_to_disk(world, tmp_path):
+    lane = _lane_transform(world)
+    camera_tf = carla.Transform(lane.location + carla.Location(z=2.0), lane.rotation)
+    _, qd = _camera(world, "depth", camera_tf)
+    _, qs = _camera(world, "semantic_segmentation", camera_tf)
+    world.tick()
+    depth_image, sem_image = qd.get_nowait(), qs.get_nowait()
+    metres = _depth(depth_image)
+    tags = _bgra(sem_image)[..., 2].copy()
+    depth_image.save_to_disk(str(tmp_path / "depth.png"), carla.ColorConverter.Depth)
+    saved = cv2.imread(str(tmp_path / "depth.png"), cv2.IMREAD_UNCHANGED)
+    assert saved.shape == (H, W, 4)
+    assert np.abs(saved[..., 0].astype(float) - np.round(metres / 1000 * 255)).max() <= 1
+    sem_image.convert(carla.ColorConverter.CityScapesPalette)
+    assert (_bgra(sem_image)[..., 2::-1] == colorize_carla(tags)).all()
+    depth_image.convert(carla.ColorConverter.LogarithmicDepth)
+    log_grey = _bgra(depth_image)[..., 0].astype(float)
+    expected = np.clip(1 + np.log(metres / 1000) / 5.70378, 0, 1) * 255
+    assert np.abs(log_grey - expected).max() <= 1.0
 
 
 def test_attached_camera_follows_its_parent(world):
