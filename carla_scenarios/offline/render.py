@@ -31,7 +31,6 @@ NEAR = 0.1
 FAR = 1000.0  # CARLA's depth camera saturates at 1000 m; the sky lies there
 LINKS_PER_BODY = 120
 _MAX_LINKS = 256
-_ROAD_TAGS = (TAG["Roads"], TAG["RoadLine"])
 
 
 class Renderer:

@@ -339,6 +339,9 @@ class World:
         for a in actors:
             if a.is_alive and not isinstance(a, WalkerAIController) and a._step(dt):
                 self._moved(a)
+        for a in actors:  # bodies attached to a parent ride along with it
+            if a.parent is not None and a._body is not None and a.is_alive:
+                self._moved(a)
         t1 = time.perf_counter()
         self._collisions()
         self._obstacles()
