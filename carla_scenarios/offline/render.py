@@ -45,8 +45,12 @@ class Renderer:
         self._ids = np.zeros((64, _MAX_LINKS), dtype=np.uint16)
         self.ground = Ground([b for b in boxes if b.tag in GROUND_TAGS])
         solid = [b for b in boxes if b.tag not in GROUND_TAGS]
+        occluders = []
         for start in range(0, len(solid), LINKS_PER_BODY):
-            self.add_body(solid[start:start + LINKS_PER_BODY], 0, carla.Transform())
+            chunk = solid[start:start + LINKS_PER_BODY]
+            body = self.add_body(chunk, 0, carla.Transform())
+            occluders.extend((body, link, b) for link, b in enumerate(chunk) if b.tag == TAG["Building"])
+        self.occlusion = Occlusion(self.client, occluders)
 
     def close(self) -> None:
         if self.client is not None and pybullet.isConnected(self.client):
@@ -138,6 +142,7 @@ class Renderer:
         vfov = 2 * math.degrees(math.atan(math.tan(math.radians(fov) / 2) * height / width))
         proj = pybullet.computeProjectionMatrixFOV(vfov, width / height, NEAR, FAR, physicsClientId=self.client)
         light = lighting(weather)
+        self.occlusion.cull(camera.location, rot, width, height, fov)
         _, _, rgba, zbuf, mask = pybullet.getCameraImage(
             width, height, view, proj,
             renderer=pybullet.ER_TINY_RENDERER,
@@ -161,6 +166,79 @@ class Renderer:
         np.copyto(rgb, g_rgb, where=background[..., None])
         rgb = apply_weather(rgb, depth, tag, tag == TAG["Sky"], weather, light, frame)
         return {"rgb": rgb, "depth": depth, "tag": tag, "id": ids}
+
+
+class Occlusion:
+    """Hides buildings that other buildings hide, before PyBullet draws: the TINY renderer pays for every
+    covered pixel of every triangle, even one the depth test then rejects (measured: a hidden full-screen
+    layer costs about a third of a visible one), and streets of tall buildings stack many such layers.
+
+    Conservative test on a quarter-resolution depth buffer, buildings taken nearest first: a building is
+    hidden when its silhouette, grown by one cell, lies wholly on cells that nearer buildings cover (cell
+    centre inside their silhouette) at a depth below its own nearest point; a visible building then
+    covers its cells at its farthest point's depth. Hidden links get alpha 0, which the TINY renderer
+    skips."""
+
+    SCALE = 4
+
+    def __init__(self, client: int, buildings: list[tuple[int, int, Box]]) -> None:
+        self.client = client
+        self.links = [(body, link) for body, link, _ in buildings]
+        self.rgba = [list(b.rgba) for _, _, b in buildings]
+        corners = []
+        unit = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)], dtype=float)
+        for _, _, b in buildings:
+            c, s = math.cos(math.radians(b.yaw)), math.sin(math.radians(b.yaw))
+            local = unit * np.array(b.half)
+            world = np.stack([local[:, 0] * c - local[:, 1] * s, local[:, 0] * s + local[:, 1] * c, local[:, 2]], 1)
+            corners.append(world + np.array(b.center))
+        self.corners = np.array(corners).reshape(-1, 8, 3)
+        self.shown = np.ones(len(buildings), dtype=bool)
+
+    def cull(self, eye: carla.Location, rot: np.ndarray, width: int, height: int, fov: float) -> None:
+        if not self.links:
+            return
+        w, h = max(1, width // self.SCALE), max(1, height // self.SCALE)
+        f = w / (2 * math.tan(math.radians(fov) / 2))
+        cam = (self.corners - np.array([eye.x, eye.y, eye.z])) @ rot  # camera axes: x forward, y right, z up
+        depth = cam[..., 0]
+        near, far = depth.min(axis=1), depth.max(axis=1)
+        safe = np.maximum(depth, NEAR)
+        u = w / 2 + f * cam[..., 1] / safe
+        v = h / 2 - f * cam[..., 2] / safe
+        straddles = near < NEAR  # partly behind the camera: drawn, and never an occluder
+        outside = (far < NEAR) | (u.max(axis=1) < 0) | (u.min(axis=1) > w) | (v.max(axis=1) < 0) | (v.min(axis=1) > h)
+        show = ~outside
+        buffer = np.full((h + 2, w + 2), np.inf, dtype=np.float32)  # one cell of margin all round
+        scratch = np.zeros((h + 2, w + 2), dtype=np.uint8)
+        for i in np.argsort(near):
+            if outside[i] or straddles[i]:
+                continue
+            pts = np.round(np.stack([u[i], v[i]], 1) + 1).astype(np.int32)
+            pts = np.clip(pts, -4 * w, 5 * w)
+            hull = cv2.convexHull(pts)
+            x0, y0 = np.clip(pts.min(axis=0) - 1, 0, None)
+            x1, y1 = np.minimum(pts.max(axis=0) + 2, [w + 2, h + 2])
+            if x1 <= x0 or y1 <= y0:
+                show[i] = False
+                continue
+            cv2.fillConvexPoly(scratch, hull, 1)
+            cv2.polylines(scratch, [hull], True, 1, thickness=3)  # grown by a cell for the test
+            region = scratch[y0:y1, x0:x1].astype(bool)
+            visible = bool((buffer[y0:y1, x0:x1][region] > near[i]).any())
+            scratch[y0:y1, x0:x1] = 0
+            show[i] = visible
+            if visible:
+                cv2.fillConvexPoly(scratch, hull, 1)
+                cover = scratch[y0:y1, x0:x1].astype(bool)
+                patch = buffer[y0:y1, x0:x1]
+                patch[cover] = np.minimum(patch[cover], far[i])
+                scratch[y0:y1, x0:x1] = 0
+        for i in np.flatnonzero(show != self.shown):
+            body, link = self.links[i]
+            rgba = self.rgba[i] if show[i] else self.rgba[i][:3] + [0.0]
+            pybullet.changeVisualShape(body, link, rgbaColor=rgba, physicsClientId=self.client)
+        self.shown = show
 
 
 GROUND_TAGS = (TAG["Terrain"], TAG["Roads"], TAG["SideWalks"], TAG["RoadLine"])

@@ -446,3 +446,30 @@ def test_towns_look_different():
     for i, a in enumerate(names):
         for b in names[i + 1:]:
             assert np.abs(looks[a] - looks[b]).mean() > 8.0, (a, b)
+
+
+def test_occlusion_culling_never_changes_the_image():
+    """Buildings hidden before PyBullet draws are exactly those that would not show."""
+    from carla_scenarios.offline import render
+
+    client = Client("localhost", PORT)
+    world = client.load_world("Town10HD")
+    renderer = world._renderer
+    occlusion = renderer.occlusion
+    weather = carla.WeatherParameters.ClearNoon
+    spawns = world.get_map().get_spawn_points()
+    hidden = 0
+    for k, yaw in zip(range(0, len(spawns), len(spawns) // 4), (0, 35, -70, 180), strict=False):
+        camera = render.camera_transform(spawns[k], carla.Transform(carla.Location(x=1.5, z=2.4), carla.Rotation(yaw=yaw)))
+        culled = renderer.render(camera, W, H, 90, weather, 0)
+        hidden += int((~occlusion.shown).sum())
+        for i, (body, link) in enumerate(occlusion.links):  # show everything and draw again, unculled
+            render.pybullet.changeVisualShape(body, link, rgbaColor=occlusion.rgba[i], physicsClientId=renderer.client)
+        occlusion.shown[:] = True
+        full = occlusion.links
+        occlusion.links = []
+        unculled = renderer.render(camera, W, H, 90, weather, 0)
+        occlusion.links = full
+        assert (culled["id"] == unculled["id"]).all() and (culled["tag"] == unculled["tag"]).all()
+        assert np.abs(culled["depth"] - unculled["depth"]).max() < 1e-3
+    assert hidden > 0
