@@ -14,6 +14,7 @@ Run: .venv/bin/python benchmarks/bench_collect.py [--episodes 30] [--width 160 -
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -37,20 +38,23 @@ def plan(n: int) -> list[EpisodeSpec]:
     return specs
 
 
-def timed_loop(client, spec, options, out: Path) -> float:
-    """Seconds per tick of the episode's driving loop (setup and teardown excluded)."""
+def timed_loop(client, spec, options, out: Path) -> tuple[float, float]:
+    """Wall and CPU seconds (of this process, so without the writer process) per tick of the episode's
+    driving loop (setup and teardown excluded)."""
     stamps = []
-    collect_episode(client, spec, options, out, "offline", on_tick=lambda t: stamps.append(time.perf_counter()))
-    return (stamps[-1] - stamps[0]) / (len(stamps) - 1)
+    collect_episode(client, spec, options, out, "offline",
+                    on_tick=lambda t: stamps.append((time.perf_counter(), time.process_time())))
+    n = len(stamps) - 1
+    return (stamps[-1][0] - stamps[0][0]) / n, (stamps[-1][1] - stamps[0][1]) / n
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--episodes", type=int, default=30)
-    ap.add_argument("--frames", type=int, default=20)
+    ap.add_argument("--frames", type=int, default=36)
     ap.add_argument("--frame-step", type=int, default=4)
-    ap.add_argument("--width", type=int, default=160)
-    ap.add_argument("--height", type=int, default=96)
+    ap.add_argument("--width", type=int, default=128)
+    ap.add_argument("--height", type=int, default=72)
     ap.add_argument("--throughput-frames", type=int, default=30)
     args = ap.parse_args()
 
@@ -69,7 +73,8 @@ def main() -> int:
                 classes = {o["class"] for o in ep.attrs["unknown_objects"]}
             rows.append((spec, r, problems, classes))
             print(f"  {spec.filename:30s} frames {r.frames:3d}  objects {len(r.unknown_objects):2d}  "
-                  f"seen {len(r.seen_objects):2d}  collisions {len(r.collisions)}  {r.seconds:5.1f} s"
+                  f"seen {len(r.seen_objects):2d}  collisions {len(r.collisions)}  "
+                  f"{'passed' if r.passed_objects else 'before'} them  {r.seconds:5.1f} s"
                   + (f"  INVALID: {problems[0]}" if problems else ""))
         collect_s = time.perf_counter() - t0
 
@@ -82,7 +87,8 @@ def main() -> int:
         for k in range(3):
             bare_t.append(timed_loop(client, spec, bare, out / f"bare{k}"))
             rec_t.append(timed_loop(client, spec, loop, out / f"rec{k}"))
-        bare_s, rec_s = float(np.median(bare_t)), float(np.median(rec_t))
+        bare_s, rec_s = float(np.median([t[0] for t in bare_t])), float(np.median([t[0] for t in rec_t]))
+        bare_cpu, rec_cpu = float(np.median([t[1] for t in bare_t])), float(np.median([t[1] for t in rec_t]))
 
     collisions = sum(len(r.collisions) for _, r, _, _ in rows)
     seen_all = sum(r.all_objects_seen for _, r, _, _ in rows) / len(rows)
@@ -92,14 +98,19 @@ def main() -> int:
     leak = (towns["train"] & towns["test"]) | (classes["train"] & classes["test"])
     wrong = [c for s in classes for c in classes[s] if cat.by_name(c).split != s]
     ratio = bare_s / rec_s
+    passed = sum(r.passed_objects for _, r, _, _ in rows)
 
     checks = [
         ("ego collisions over episodes", f"{collisions} in {len(rows)}", "0", collisions == 0),
+        ("episodes driving past all objects", f"{passed} of {len(rows)}", "info", True),
         ("episodes with every object seen", f"{100 * seen_all:.0f}%", ">= 95%", seen_all >= 0.95),
         ("invalid episode files", str(invalid), "0", invalid == 0),
         ("towns/classes shared by splits", str(sorted(leak)) if leak else "none", "none", not leak and not wrong),
         ("recorder-on / bare loop throughput", f"{1 / rec_s:.1f} / {1 / bare_s:.1f} ticks/s = {100 * ratio:.0f}%",
          ">= 90%", ratio >= 0.90),
+        ("  loop CPU per tick, bare / recorder on", f"{1000 * bare_cpu:.1f} / {1000 * rec_cpu:.1f} ms = "
+         f"{100 * bare_cpu / rec_cpu:.0f}%", "info", True),
+        ("  load average (1 min) / cores", f"{os.getloadavg()[0]:.1f} / {os.cpu_count()}", "info", True),
     ]
     print(f"\ncollected {len(rows)} episodes at {args.width}x{args.height}, {args.frames} frames every "
           f"{args.frame_step} ticks, in {collect_s:.0f} s; throughput at 320x180, every 2nd tick recorded "

@@ -18,6 +18,10 @@ from carla_scenarios.route import Route
 
 # Horizon (s) over which moving actors' footprints are swept along their velocity.
 PREDICTION_S = 2.0
+ONCOMING_EXTRA_M = 35.0  # clear road beyond the lookahead needed before overtaking in the oncoming lane
+STANDOFF_M = 3.0  # distance kept to a vehicle or walker ahead when stopped
+STANDOFF_STATIC_M = 12.0  # and to a static obstacle: room to pull out round it
+PASS_LENGTH_M = 25.0  # a scenario's length plus the way back into the lane, for the overtaking horizon
 COMFORT_DECEL = 2.5  # m/s^2 used to derive the speed that still allows stopping before an obstacle
 
 
@@ -118,12 +122,17 @@ class AvoidingAgent:
         self.offset = 0.0  # current target lateral offset (route frame)
         self._integral = 0.0
         self.last_gap = math.inf
+        self.blocker: str | None = None  # kind of the obstacle that limits the chosen corridor
+        self.gaps: dict[float, float] = {}
+        self.progress = 0.0  # the ego's arc length along the route at the last step
+        self._blocker: dict[float, str | None] = {}
 
     # -- planning ---------------------------------------------------------------------------------
 
-    def _footprints(self, obstacles: list[Obstacle], ego_s: float, ego_xy: tuple[float, float], reach: float):
+    def _footprints(self, obstacles: list[Obstacle], ego_s: float, ego_xy: tuple[float, float], reach: float,
+                    horizon: float = PREDICTION_S):
         """Per obstacle within `reach` metres: s_min, s_max, t_min, t_max, kind, in the route frame
-        (moving ones swept along their velocity)."""
+        (moving ones swept along their velocity over `horizon` seconds)."""
         pts, owners = [], []
         for k, ob in enumerate(obstacles):
             c = ob.corners_xy
@@ -131,7 +140,7 @@ class AvoidingAgent:
                 continue
             vx, vy = ob.velocity_xy
             if ob.kind != "static" and vx * vx + vy * vy > 0.04:
-                c = np.vstack([c, c + np.array([vx, vy]) * PREDICTION_S])
+                c = np.vstack([c, c + np.array([vx, vy]) * horizon])
             pts.append(c)
             owners.append(np.full(len(c), k))
         if not pts:
@@ -144,49 +153,72 @@ class AvoidingAgent:
             rows.append((s[m].min(), s[m].max(), t[m].min(), t[m].max(), obstacles[int(k)].kind))
         return rows
 
-    def _free_distance(self, rows, ego_s: float, ego_t: float, offset: float, lookahead: float) -> float:
-        """Distance from the ego's front to the first obstacle in the corridor of `offset` (the lateral
-        sweep from the current position included); inf if clear within the lookahead."""
+    @staticmethod
+    def pursuit_distance(speed: float) -> float:
+        """Pure-pursuit look-ahead distance (m) at a speed (m/s)."""
+        return max(4.0, speed + 3.0)
+
+    def _free_distance(self, rows, ego_s: float, ego_t: float, offset: float, lookahead: float, speed: float) -> float:
+        """Distance from the ego's front to the first obstacle on the way to lateral offset `offset`;
+        inf if clear within the lookahead. The ego's centre is taken to move linearly from its lateral
+        position to the offset over a transition length (pure pursuit converges within about 1.5 of
+        its look-ahead distances); an obstacle blocks if it overlaps the band that the ego sweeps
+        while its box passes the obstacle's extent along the route."""
         hw = self.half_width + self.margin
-        sweep_lo, sweep_hi = min(ego_t, offset) - hw, max(ego_t, offset) + hw
-        sweep_end = ego_s + self.half_length + max(8.0, 0.8 * lookahead)
-        front = ego_s + self.half_length
-        best = math.inf
+        hl = self.half_length
+        front = ego_s + hl
+        transition = 1.5 * self.pursuit_distance(speed) + 2.0
+
+        def t_at(ahead: float) -> float:
+            return ego_t + (offset - ego_t) * min(1.0, max(ahead, 0.0) / transition)
+
+        best, self._blocker[offset] = math.inf, None
         for s_min, s_max, t_min, t_max, kind in rows:
-            if s_max < ego_s - self.half_length - (8.0 if kind == "vehicle" else 1.0):
+            if s_max < ego_s - hl - (8.0 if kind == "vehicle" else 1.0):
                 continue  # behind us (a vehicle behind still matters while we move over)
             if s_min > front + lookahead:
                 continue
-            in_target = t_max > offset - hw and t_min < offset + hw
-            in_sweep = t_max > sweep_lo and t_min < sweep_hi and s_min < sweep_end
-            if not (in_target or in_sweep):
-                continue
-            if s_max < ego_s - self.half_length and abs(offset - ego_t) < 0.5:
+            if s_max < ego_s - hl and abs(offset - ego_t) < 0.5:
                 continue  # traffic behind in our own lane is its business; it matters only when moving over
-            best = min(best, max(s_min - front, 0.0))
+            ta, tb = t_at(s_min - ego_s - hl), t_at(s_max - ego_s + hl)
+            if t_max > min(ta, tb) - hw and t_min < max(ta, tb) + hw:
+                if max(s_min - front, 0.0) < best:
+                    best, self._blocker[offset] = max(s_min - front, 0.0), kind
         return best
 
-    def _lane_offsets(self, ego_s: float) -> list[float]:
-        """Candidate lateral offsets in order of preference (lane centre first)."""
+    def _lane_offsets(self, ego_s: float) -> dict[float, float]:
+        """Candidate lateral offsets, in order of preference (lane centre first), each with the extra
+        clear distance it needs: overtaking in the oncoming lane needs room for the whole manoeuvre."""
         i = self.route.index_at(ego_s)
         w = float(self.route.lane_width[i])
-        opts = [0.0]
+        opts = {0.0: 0.0}
         if self.route.left_free_lane[i]:
-            opts.append(-w)
+            opts[-w] = 0.0
         if self.route.right_free_lane[i]:
-            opts.append(w)
-        opts += [-0.45 * w, 0.45 * w]
+            opts[w] = 0.0
+        opts[-0.45 * w] = 0.0
+        opts[0.45 * w] = 0.0
+        if not self.route.left_free_lane[i] and len(self.route.left_oncoming_lane) and self.route.left_oncoming_lane[i]:
+            opts[-w] = ONCOMING_EXTRA_M
         return opts
 
     def plan(self, obstacles: list[Obstacle], ego_s: float, ego_t: float, speed: float,
              ego_xy: tuple[float, float]) -> tuple[float, float]:
         """Choose the lateral offset and the free distance ahead in its corridor."""
         lookahead = max(15.0, speed * speed / (2 * COMFORT_DECEL) + 2.0 * speed + 6.0)
-        reach = lookahead + self.half_length + 2 * PREDICTION_S * 15.0  # anything that can reach us
+        reach = lookahead + ONCOMING_EXTRA_M + self.half_length + 2 * PREDICTION_S * 15.0  # anything that can reach us
         rows = self._footprints(obstacles, ego_s, ego_xy, reach)
-        gaps = {o: self._free_distance(rows, ego_s, ego_t, o, lookahead) for o in self._lane_offsets(ego_s)}
-        if self.offset not in gaps:
-            gaps[self.offset] = self._free_distance(rows, ego_s, ego_t, self.offset, lookahead)
+        options = self._lane_offsets(ego_s)
+        options.setdefault(self.offset, 0.0)
+        gaps = {o: self._free_distance(rows, ego_s, ego_t, o, lookahead, speed) for o, extra in options.items() if not extra}
+        oncoming = [o for o, extra in options.items() if extra]
+        if oncoming:
+            # the oncoming lane must stay clear for the whole pass: sweep traffic over the time it takes
+            ahead = gaps[0.0] if math.isfinite(gaps[0.0]) else lookahead
+            horizon = min(12.0, (ahead + PASS_LENGTH_M) / max(speed, 4.0) + PREDICTION_S)
+            long_rows = self._footprints(obstacles, ego_s, ego_xy, reach + horizon * 15.0, horizon)
+            for o in oncoming:
+                gaps[o] = self._free_distance(long_rows, ego_s, ego_t, o, lookahead + options[o], speed)
         if math.isinf(gaps[0.0]):
             choice = 0.0
         elif math.isinf(gaps[self.offset]):
@@ -195,6 +227,8 @@ class AvoidingAgent:
             free = [o for o in gaps if math.isinf(gaps[o])]
             choice = free[0] if free else max(gaps, key=lambda o: (gaps[o], o == self.offset))
         self.offset = choice
+        self.gaps = gaps
+        self.blocker = self._blocker.get(choice)
         return choice, gaps[choice]
 
     # -- control ----------------------------------------------------------------------------------
@@ -202,18 +236,25 @@ class AvoidingAgent:
     def run_step(self, obstacles: list[Obstacle], x: float, y: float, yaw_deg: float, speed: float, dt: float) -> Control:
         """One control step from the ego's pose (CARLA world, centre of its box) and speed (m/s)."""
         (s,), (t,) = self.route.frenet(np.array([[x, y]]))
+        self.progress = float(s)
         offset, gap = self.plan(obstacles, float(s), float(t), speed, (x, y))
         self.last_gap = gap
         r = math.radians(yaw_deg)
         rear = (x - 0.5 * self.wheelbase * math.cos(r), y - 0.5 * self.wheelbase * math.sin(r))
-        ld = max(5.0, 1.0 * speed + 3.0)
+        ld = self.pursuit_distance(speed)
         tx, ty, _, _ = self.route.pose_at(float(s) + ld, offset)
         steer = pure_pursuit_steer(rear, yaw_deg, (tx, ty), self.wheelbase, self.max_steer_deg)
 
         remaining = self.route.length - float(s) - self.half_length
-        target = min(self.target_speed, self.speed_limit, stopping_speed(min(gap, remaining) - 3.0))
+        # stop well short of a static obstacle, so that there is room to steer round it later
+        standoff = STANDOFF_STATIC_M if self.blocker == "static" else STANDOFF_M
+        target = min(self.target_speed, self.speed_limit, stopping_speed(min(gap - standoff, remaining - STANDOFF_M)))
         if abs(offset - t) > 0.5:
             target = min(target, 0.8 * self.target_speed)  # take lane changes a little slower
+            ahead = self.gaps.get(0.0, math.inf)
+            if math.isfinite(ahead):
+                # pulling out close to an obstacle: slow enough that the move completes before it
+                target = min(target, max(1.0, (ahead - 2.0) / 1.5 - 3.0))
         err = target - speed
         if target < 0.05 or err < -1.5 or min(gap, remaining) < 3.0:
             self._integral = 0.0

@@ -278,6 +278,12 @@ class EpisodeResult:
     seen_objects: set = field(default_factory=set)
     seconds: float = 0.0
     skipped: str | None = None
+    route_progress: float = 0.0  # metres the ego drove along its route
+
+    @property
+    def passed_objects(self) -> bool:
+        """Whether the ego drove past the last of the scenario's objects."""
+        return bool(self.unknown_objects) and self.route_progress > max(o["route_s"] for o in self.unknown_objects)
 
     @property
     def all_objects_seen(self) -> bool:
@@ -288,21 +294,39 @@ def layout_distance(options: CollectOptions) -> tuple[float, float]:
     """Where the scenario starts ahead of the ego: about 30-38 m (the VCA authors used about 40 m) for
     long episodes, closer for short ones, so that the ego reaches and passes the objects before the
     episode ends."""
-    far = min(38.0, max(16.0, 0.6 * options.drive_distance() + 8.0))
+    far = min(38.0, max(16.0, 0.5 * options.drive_distance() + 8.0))
     return max(12.0, far - 8.0), far
 
 
-def choose_route(carla_map, region_end: float, needed: float, rng: np.random.Generator,
-                 max_tries: int = 60) -> tuple[carla.Transform, Route]:
-    """A spawn point whose lane runs `needed` metres ahead, straight and junction-free over the first
-    `region_end` metres where the scenario stands (so the objects stand on a road and the agent can
-    pass them), preferring spawn points with a same-direction lane to the left to change into."""
+def scenario_window(route: Route, near: float, far: float, before: float = 8.0, after: float = 14.0,
+                    max_bend_deg: float = 10.0) -> tuple[float, float] | None:
+    """The first run of layout starts s0 in [near, far] (1 m grid) whose surroundings
+    [s0 - before, s0 + after] are straight and junction-free, as (first, last); None if there is none."""
+    yaw = np.degrees(np.unwrap(np.radians(route.yaw)))
+    good = []
+    for s0 in np.arange(near, far + 1e-6, 1.0):
+        region = (route.s >= s0 - before) & (route.s <= s0 + after)
+        if s0 + after > route.length or not region.any():
+            break
+        ok = not route.junction[region].any() and float(np.ptp(yaw[region])) < max_bend_deg
+        if ok:
+            good.append(float(s0))
+        elif good:
+            break
+    return (good[0], good[-1]) if good else None
+
+
+def choose_route(carla_map, near: float, far: float, needed: float, rng: np.random.Generator,
+                 max_tries: int = 80) -> tuple[carla.Transform, Route, tuple[float, float]]:
+    """A spawn point whose lane runs `needed` metres ahead with a straight junction-free stretch for the
+    scenario to start in between `near` and `far` metres (closer, down to 12 m, in towns with short
+    blocks), preferring a same-direction lane to the left to change into, then an oncoming lane to
+    overtake in. Returns the spawn point, its route and the window of scenario starts."""
     points = list(carla_map.get_spawn_points())
     if not points:
         raise EpisodeSkipped("the map has no spawn points")
-    order = rng.permutation(len(points))[:max_tries]
     best = None
-    for k in order:
+    for k in rng.permutation(len(points))[:max_tries]:
         sp = points[int(k)]
         wp = carla_map.get_waypoint(sp.location)
         if wp is None:
@@ -313,19 +337,23 @@ def choose_route(carla_map, region_end: float, needed: float, rng: np.random.Gen
             continue
         if route.length < needed - 1.0:
             continue
-        region = route.s <= region_end
-        yaw = np.unwrap(np.radians(route.yaw[region]))
-        straight = float(np.ptp(yaw)) < math.radians(10.0)
-        clear = not route.junction[region].any()
-        left = bool(route.left_free_lane[region].all())
-        score = (straight and clear) * 2 + left
-        if score == 3:
-            return sp, route
+        window = scenario_window(route, near, far)
+        closer = window is None
+        if closer:
+            window = scenario_window(route, min(12.0, near), far)
+            if window is None:
+                continue
+        region = (route.s >= window[0] - 8.0) & (route.s <= window[1] + 14.0)
+        same = bool(route.left_free_lane[region].all())
+        passable = bool((route.left_free_lane[region] | route.left_oncoming_lane[region]).all())
+        score = (not closer) * 4 + same * 2 + passable
+        if score == 7:
+            return sp, route, window
         if best is None or score > best[0]:
-            best = (score, sp, route)
-    if best is None or best[0] < 2:
-        raise EpisodeSkipped(f"no spawn point with a straight junction-free lane of {needed:.0f} m")
-    return best[1], best[2]
+            best = (score, sp, route, window)
+    if best is None:
+        raise EpisodeSkipped(f"no spawn point with a straight junction-free stretch {near:.0f}-{far:.0f} m ahead")
+    return best[1], best[2], best[3]
 
 
 def _transform(x: float, y: float, z: float, yaw: float) -> carla.Transform:
@@ -502,13 +530,14 @@ def collect_episode(client, spec: EpisodeSpec, options: CollectOptions, data_dir
         world.set_weather(weather)
 
         near, far = layout_distance(options)
-        region_end = far + 12.0  # the construction layout reaches about 10 m beyond its start
-        spawn, route = choose_route(carla_map, region_end, max(region_end, options.drive_distance()) + 40.0, rng)
-        layout = plan_layout(spec.scenario, classes, float(route.lane_width[0]), rng, (near, far))
+        spawn, route, window = choose_route(carla_map, near, far, max(far + 14.0, options.drive_distance()) + 40.0, rng)
+        layout = plan_layout(spec.scenario, classes, float(route.lane_width[0]), rng, window)
 
         library = world.get_blueprint_library()
         cars = _cars(library, rng)
-        ego_bp = cars[int(rng.integers(len(cars)))]
+        # the ego is a passenger car: trucks and buses do not fit under the trees that overhang lanes
+        small = [b for b in cars if b.has_attribute("base_type") and b.get_attribute("base_type").as_str() == "car"]
+        ego_bp = (small or cars)[int(rng.integers(len(small or cars)))]
         if ego_bp.has_attribute("role_name"):
             ego_bp.set_attribute("role_name", "hero")
         ego_tf = carla.Transform(spawn.location + carla.Location(z=0.3), spawn.rotation)
@@ -585,9 +614,9 @@ def collect_episode(client, spec: EpisodeSpec, options: CollectOptions, data_dir
             result.unknown_pixels += int(np.count_nonzero(fine))
             seen = np.unique(instance[fine > 0])
             result.seen_objects.update(key_of[int(k)] for k in seen)
-            recorder.put({
-                "rgb": decode.decode_rgb(img["rgb"]), "depth": decode.decode_depth(img["depth"]),
-                "semantic": decode.decode_semantic(img["semantic"]), "instance": instance, "fine": fine,
+            recorder.put({  # images decoded in the writer process, off this loop
+                "rgb": decode.EncodedImage.of("rgb", img["rgb"]), "depth": decode.EncodedImage.of("depth", img["depth"]),
+                "semantic": decode.EncodedImage.of("semantic", img["semantic"]), "instance": instance, "fine": fine,
                 "ego_pose": decode.camera_pose(img["rgb"].transform.get_matrix()),
                 "timestamp": rf.timestamp, "frame": rf.frame,
             })
@@ -599,6 +628,7 @@ def collect_episode(client, spec: EpisodeSpec, options: CollectOptions, data_dir
                 progress(1)
         result.collisions = list(rig.collisions)
         result.unknown_objects = unknown_objects
+        result.route_progress = agent.progress
         if recorder is None:
             result.seconds = time.perf_counter() - start
             return result

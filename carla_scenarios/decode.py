@@ -12,6 +12,7 @@ and depth back-projection with the intrinsics composes with it directly.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -53,10 +54,9 @@ def decode_rgb(image, name: str = "rgb") -> np.ndarray:
 
 def depth_from_bgra(px: np.ndarray) -> np.ndarray:
     """Metres from CARLA's depth encoding: 1000 * (R + 256 G + 256^2 B) / (256^3 - 1)."""
-    b = px[..., 0].astype(np.float64)
-    g = px[..., 1].astype(np.float64)
-    r = px[..., 2].astype(np.float64)
-    return (DEPTH_FAR_M * (r + g * 256.0 + b * 65536.0) / (256.0**3 - 1.0)).astype(np.float32)
+    # the 24-bit code is exact in uint32; one float64 scale keeps full precision
+    code = px[..., 2].astype(np.uint32) | (px[..., 1].astype(np.uint32) << 8) | (px[..., 0].astype(np.uint32) << 16)
+    return (code * (DEPTH_FAR_M / (256.0**3 - 1.0))).astype(np.float32)
 
 
 def depth_to_bgra(metres: np.ndarray) -> np.ndarray:
@@ -69,6 +69,27 @@ def depth_to_bgra(metres: np.ndarray) -> np.ndarray:
     out[..., 0] = (code >> 16) & 0xFF
     out[..., 3] = 255
     return out
+
+
+@dataclass(frozen=True)
+class EncodedImage:
+    """A camera image kept in CARLA's BGRA encoding, to be decoded later (in the recorder's writer
+    process, off the simulation loop). `kind` is 'rgb', 'depth', 'semantic' or 'instance'."""
+
+    kind: str
+    width: int
+    height: int
+    frame: int
+    raw_data: bytes
+
+    @classmethod
+    def of(cls, kind: str, image) -> EncodedImage:
+        if kind not in _DECODERS:
+            raise ValueError(f"unknown image kind {kind!r}; expected one of {sorted(_DECODERS)}")
+        return cls(kind, int(image.width), int(image.height), int(image.frame), bytes(image.raw_data))
+
+    def decode(self) -> np.ndarray:
+        return _DECODERS[self.kind](self, self.kind)
 
 
 def decode_depth(image, name: str = "depth") -> np.ndarray:
@@ -87,6 +108,9 @@ def decode_instance_ids(image, name: str = "instance") -> np.ndarray:
     camera."""
     px = bgra(image, name)
     return px[:, :, 1].astype(np.uint32) | (px[:, :, 0].astype(np.uint32) << 8)
+
+
+_DECODERS = {"rgb": decode_rgb, "depth": decode_depth, "semantic": decode_semantic, "instance": decode_instance_ids}
 
 
 def instance_key(actor_id: int) -> int:

@@ -23,6 +23,7 @@ import sys
 import threading
 from pathlib import Path
 
+from carla_scenarios.decode import EncodedImage
 from vca_data.episodes import PART_SUFFIX, EpisodeWriter
 
 _POLL_S = 0.5
@@ -103,7 +104,8 @@ class EpisodeRecorder:
             raise RecorderError(f"{self.path}: writing the episode failed: {self._error}")
 
     def put(self, frame: dict) -> None:
-        """Queue one frame (blocks while the queue is full)."""
+        """Queue one frame (blocks while the queue is full). Values may be `EncodedImage`s: the writer
+        process decodes them."""
         if self._closed:
             raise RecorderError(f"{self.path}: recorder already closed")
         self._check()
@@ -190,7 +192,8 @@ def _serve(source, sink) -> int:
                 writer = EpisodeWriter(Path(msg[1]), msg[2], msg[3], msg[4])
                 reply("ready", None)
             elif msg[0] == "frame":
-                writer.append(msg[1])
+                frame = {k: (v.decode() if isinstance(v, EncodedImage) else v) for k, v in msg[1].items()}
+                writer.append(frame)
             elif msg[0] == "close":
                 reply("closed", str(writer.close()))
                 return 0

@@ -16,8 +16,9 @@ import numpy as np
 
 @dataclass
 class Route:
-    """Lane-centre samples: xyz (N, 3), yaw in degrees (N,), arc length s (N,), lane width (N,), and
-    whether a same-direction driving lane exists to the left / right of each sample."""
+    """Lane-centre samples: xyz (N, 3), yaw in degrees (N,), arc length s (N,), lane width (N,), whether
+    a same-direction driving lane exists to the left / right of each sample, whether the samples lie in
+    a junction, and whether the lane to the left carries oncoming traffic."""
 
     xyz: np.ndarray
     yaw: np.ndarray
@@ -26,6 +27,7 @@ class Route:
     left_free_lane: np.ndarray
     right_free_lane: np.ndarray
     junction: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+    left_oncoming_lane: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
 
     @property
     def length(self) -> float:
@@ -76,11 +78,12 @@ class Route:
         return s, t
 
 
-def _same_direction_lane(wp, side: str):
+def _driving_lane(wp, side: str, same_direction: bool = True):
+    """The driving lane beside `wp` on `side`, in the same (or the opposite) direction, else None."""
     other = wp.get_left_lane() if side == "left" else wp.get_right_lane()
-    if other is None or other.lane_id * wp.lane_id <= 0:
+    if other is None or "Driving" not in str(other.lane_type):
         return None
-    if "Driving" not in str(other.lane_type):
+    if (other.lane_id * wp.lane_id > 0) != same_direction:
         return None
     return other
 
@@ -116,7 +119,8 @@ def route_from_waypoints(wps: list) -> Route:
         yaw=np.array([w.transform.rotation.yaw for w in wps]),
         s=s,
         lane_width=np.array([w.lane_width for w in wps]),
-        left_free_lane=np.array([_same_direction_lane(w, "left") is not None for w in wps]),
-        right_free_lane=np.array([_same_direction_lane(w, "right") is not None for w in wps]),
+        left_free_lane=np.array([_driving_lane(w, "left") is not None for w in wps]),
+        right_free_lane=np.array([_driving_lane(w, "right") is not None for w in wps]),
         junction=np.array([bool(w.is_junction) for w in wps]),
+        left_oncoming_lane=np.array([_driving_lane(w, "left", same_direction=False) is not None for w in wps]),
     )

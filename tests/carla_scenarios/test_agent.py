@@ -85,7 +85,8 @@ def test_brakes_before_a_blocked_road():
     obs = [Obstacle(k, "static", box(30.0, t, 0.0, 0.4, 0.4), (0.0, 0.0)) for k, t in enumerate(np.arange(-4.0, 4.1, 0.8))]
     agent = AvoidingAgent(route, HALF_LENGTH, HALF_WIDTH, target_speed=8.0)
     boxes, (x, _, _, v) = drive(agent, obs, seconds=12.0)
-    assert v < 0.05 and 20.0 < x + HALF_LENGTH < 30.0 - 0.4
+    # stopped short of the wall, with room left to steer round it
+    assert v < 0.05 and 30.0 - 0.4 - 14.0 < x + HALF_LENGTH < 30.0 - 0.4 - 8.0
     assert all(separated(b, o.corners_xy) for b in boxes for o in obs)
 
 
@@ -119,3 +120,26 @@ def test_speed_limit_and_controller_maths():
     agent = AvoidingAgent(route, HALF_LENGTH, HALF_WIDTH, target_speed=20.0, speed_limit=5.0)
     _, (_, _, _, v) = drive(agent, [], seconds=8.0)
     assert 4.0 < v <= 5.3
+
+
+def test_overtakes_in_the_oncoming_lane_only_when_it_is_clear():
+    route = straight_route(left=False)
+    route.left_oncoming_lane = np.ones(len(route.s), bool)
+    _, obs = layout_obstacles("construction", "train", 2, route)
+    agent = AvoidingAgent(route, HALF_LENGTH, HALF_WIDTH, target_speed=7.0)
+    x, y, yaw, v = 0.0, 0.0, 0.0, 7.0
+    car_x, car_v = 90.0, -7.0  # oncoming car in the left lane, driving towards the ego
+    waited = False
+    for _ in range(700):
+        car = Obstacle(99, "vehicle", box(car_x, -3.5, 180.0, 2.3, 1.0), (car_v, 0.0))
+        c = agent.run_step(obs + [car], x, y, yaw, v, 0.05)
+        v = max(0.0, v + (3.5 * c.throttle - 8.0 * c.brake) * 0.05)
+        yaw += math.degrees(v / 2.7 * math.tan(math.radians(c.steer * 70.0)) * 0.05)
+        x += v * math.cos(math.radians(yaw)) * 0.05
+        y += v * math.sin(math.radians(yaw)) * 0.05
+        car_x += car_v * 0.05
+        ego = box(x, y, yaw, HALF_LENGTH, HALF_WIDTH)
+        assert separated(ego, car.corners_xy) and all(separated(ego, o.corners_xy) for o in obs)
+        waited |= v < 1.0 and car_x > x
+    assert waited, "the ego must wait for the oncoming car"
+    assert x > 60.0 and abs(y) < 0.6, "then pass the works and return to its lane"

@@ -36,7 +36,7 @@ def dataset(tmp_path_factory):
     """Three episodes (one per scenario, train and test towns) collected through the CLI."""
     out = tmp_path_factory.mktemp("data")
     argv = ["collect", "--town", "Town01,Town02", "--scenario", "all", "--backend", "offline", "--out", str(out),
-            "--frames", "5", "--frame-step", "2", "--width", "96", "--height", "64", "--seed", "3",
+            "--frames", "5", "--frame-step", "2", "--width", "128", "--height", "72", "--seed", "3",
             "--vehicles", "3", "--walkers", "3"]
     return out, argv
 

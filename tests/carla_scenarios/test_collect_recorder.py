@@ -91,3 +91,20 @@ def test_writer_gives_up_when_its_owner_dies(tmp_path):
         time.sleep(0.1)
     assert not path.exists()
     assert not (tmp_path / "manifest.json").exists()
+
+
+def test_encoded_images_are_decoded_by_the_writer(tmp_path):
+    from types import SimpleNamespace
+
+    from carla_scenarios.decode import EncodedImage, depth_to_bgra
+
+    metres = np.random.default_rng(1).uniform(1, 200, (H, W)).astype(np.float32)
+    img = SimpleNamespace(width=W, height=H, frame=5, raw_data=depth_to_bgra(metres).tobytes())
+    f = frame(0)
+    f["depth"] = EncodedImage.of("depth", img)
+    path = tmp_path / "episodes" / "Town01_parking_3.h5"
+    with EpisodeRecorder(path, ATTRS, H, W) as r:
+        r.put(f)
+        r.close()
+    with EpisodeReader(path) as ep:
+        np.testing.assert_allclose(ep[0]["depth"], metres, atol=1e-4)

@@ -66,3 +66,13 @@ def test_camera_pose_is_proper_and_projects_world_points():
     p_cv = np.linalg.inv(pose) @ p_rh
     # ... is at x=3 (right), y=1 (down), z=20 (forward) in OpenCV camera axes
     np.testing.assert_allclose(p_cv[:3], [3.0, 1.0, 20.0], atol=1e-4)
+
+
+def test_encoded_image_decodes_like_the_image():
+    metres = np.linspace(0.5, 900.0, 24, dtype=np.float32).reshape(4, 6)
+    img = _image(decode.depth_to_bgra(metres), frame=9)
+    enc = decode.EncodedImage.of("depth", img)
+    assert enc.frame == 9 and (enc.width, enc.height) == (6, 4)
+    np.testing.assert_array_equal(enc.decode(), decode.decode_depth(img))
+    with pytest.raises(ValueError, match="unknown image kind"):
+        decode.EncodedImage.of("lidar", img)

@@ -83,3 +83,17 @@ def test_layout_rejects_foreign_classes():
     cat = default_catalogue()
     with pytest.raises(ValueError, match="do not belong"):
         plan_layout("parking", cat.unknown_classes("train", "barrier"), 3.5, np.random.default_rng(0))
+
+
+def test_scenario_window_avoids_junctions_and_bends():
+    from carla_scenarios.collector import scenario_window
+
+    route = straight_route(length=100.0)
+    assert scenario_window(route, 20.0, 30.0) == (20.0, 30.0)
+    route.junction[(route.s > 35) & (route.s < 45)] = True  # a junction 35-45 m ahead
+    # starts need 8 m before and 14 m after them free of it: up to s0 = 21
+    assert scenario_window(route, 20.0, 30.0) == (20.0, 21.0)
+    assert scenario_window(route, 25.0, 30.0) is None
+    bent = straight_route(length=100.0)
+    bent.yaw[bent.s > 30] = 25.0  # the road turns 30 m ahead
+    assert scenario_window(bent, 12.0, 30.0) == (12.0, 16.0)
