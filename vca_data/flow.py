@@ -68,6 +68,34 @@ class FlowEstimator:
             raise ValueError(f"frame sizes differ: {first_gray.shape} vs {second_gray.shape}")
         return self._dis.calc(first_gray, second_gray, None)
 
+    def with_prior(self, first: np.ndarray, second: np.ndarray, prior: np.ndarray) -> np.ndarray:
+        """Flow from `first` to `second` given a prior flow (e.g. the ego flow): `second` is warped back
+        by the prior, DIS measures what is left, and the two are composed. Large but predictable motion
+        (near objects passing the camera) is then no longer beyond DIS's search range."""
+        prior = _check_flow(prior, "prior flow")
+        first_gray = _gray(first, "first image")
+        second_gray = _gray(second, "second image")
+        if prior.shape[:2] != first_gray.shape or second_gray.shape != first_gray.shape:
+            raise ValueError(f"sizes differ: images {first_gray.shape}, {second_gray.shape}, prior {prior.shape}")
+        compensated = warp_image(second_gray, prior)
+        left = self._dis.calc(first_gray, compensated, None)
+        return left + warp_image(prior, left)
+
+
+def warp_image(image: np.ndarray, flow: np.ndarray) -> np.ndarray:
+    """`image` sampled at each pixel + `flow` (bilinear; borders replicated): the second frame brought
+    back onto the first when `flow` maps the first to the second."""
+    target = pixel_grid(*flow.shape[:2]) + np.nan_to_num(flow)
+    return cv2.remap(image, target[..., 0], target[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def sample_at_flow(image: np.ndarray, flow: np.ndarray, nearest: bool = False, fill: float = 0.0) -> np.ndarray:
+    """Values of a second-frame `image` at each first-frame pixel + `flow`; `fill` outside the image.
+    Nearest sampling keeps ids and depth edges intact."""
+    target = pixel_grid(*flow.shape[:2]) + np.nan_to_num(flow)
+    return cv2.remap(image, target[..., 0], target[..., 1], cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR,
+                     borderMode=cv2.BORDER_CONSTANT, borderValue=fill)
+
 
 def compute_flow(first: np.ndarray, second: np.ndarray, preset: str = DEFAULT_PRESET) -> np.ndarray:
     """Dense DIS flow from `first` to `second`; see FlowEstimator for repeated use."""
@@ -286,6 +314,13 @@ def pixel_grid(height: int, width: int) -> np.ndarray:
     return np.stack([xs, ys], -1)
 
 
+def transform_points(T: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Apply a 4x4 rigid transform to ...x3 points (elementwise: 3x3 products through BLAS are slow
+    on many points)."""
+    x, y, z = points[..., 0], points[..., 1], points[..., 2]
+    return np.stack([T[r, 0] * x + T[r, 1] * y + T[r, 2] * z + T[r, 3] for r in range(3)], -1)
+
+
 def backproject(depth: np.ndarray, K: np.ndarray) -> np.ndarray:
     """HxWx3 camera-frame points D * K^-1 [u, v, 1] of a depth map (metres along z)."""
     K = _check_intrinsics(K)
@@ -308,7 +343,7 @@ def ego_flow(depth: np.ndarray, K: np.ndarray, camera1_from_camera0: np.ndarray,
     T = _check_pose(camera1_from_camera0, "camera1_from_camera0")
     valid = np.isfinite(depth) & (depth > 0)
     points = backproject(np.where(valid, depth, 0.0), K).astype(np.float64)
-    moved = points @ T[:3, :3].T + T[:3, 3]
+    moved = transform_points(T, points)
     z = moved[..., 2]
     valid &= z > 1e-6
     z = np.where(valid, z, 1.0)
@@ -318,6 +353,13 @@ def ego_flow(depth: np.ndarray, K: np.ndarray, camera1_from_camera0: np.ndarray,
     flow = np.stack([u - grid[..., 0], v - grid[..., 1]], -1).astype(np.float32)
     flow[~valid] = 0.0
     return flow, valid
+
+
+def rotation_flow(K: np.ndarray, camera1_from_camera0: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Flow of points at infinity (the rotation part of the camera motion): the homography K R K^-1."""
+    K = _check_intrinsics(K)
+    T = _check_pose(camera1_from_camera0, "camera1_from_camera0")
+    return homography_flow(K @ T[:3, :3] @ np.linalg.inv(K), height, width)
 
 
 def scene_flow(depth0: np.ndarray, depth1: np.ndarray, flow: np.ndarray, K: np.ndarray,
@@ -335,15 +377,14 @@ def scene_flow(depth0: np.ndarray, depth1: np.ndarray, flow: np.ndarray, K: np.n
     T = _check_pose(camera1_from_camera0, "camera1_from_camera0")
     target = pixel_grid(*depth0.shape) + np.nan_to_num(flow)
     # Nearest sampling: interpolating depth across an object boundary invents points in mid-air.
-    d1 = cv2.remap(depth1, target[..., 0], target[..., 1], cv2.INTER_NEAREST,
-                   borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+    d1 = sample_at_flow(depth1, flow, nearest=True)
     valid = (depth0 > 0) & np.isfinite(depth0) & (d1 > 0) & np.isfinite(d1) & np.isfinite(flow).all(axis=2)
     p0 = backproject(np.where(valid, depth0, 0.0), K).astype(np.float64)
     x1 = (target[..., 0] - K[0, 2]) / K[0, 0] * d1
     y1 = (target[..., 1] - K[1, 2]) / K[1, 1] * d1
     p1 = np.stack([x1, y1, d1], -1).astype(np.float64)
     inverse = np.linalg.inv(T)
-    p1_in_0 = p1 @ inverse[:3, :3].T + inverse[:3, 3]
+    p1_in_0 = transform_points(inverse, p1)
     motion = (p1_in_0 - p0).astype(np.float32)
     motion[~valid] = 0.0
     return motion, valid
@@ -420,16 +461,101 @@ def fit_background_motion(flow: np.ndarray, exclude: np.ndarray | None = None, s
     )
 
 
+def essential_motion(flow: np.ndarray, K: np.ndarray, exclude: np.ndarray | None = None, step: int = 8,
+                     threshold: float = 0.5, seed: int = 0) -> tuple[np.ndarray | None, float]:
+    """The camera's relative motion (camera1_from_camera0, translation scaled to length 1) from the
+    background flow and intrinsics K: RANSAC essential matrix (5-point) and its decomposition. Returns
+    (None, 0) when the camera does not translate measurably (the motion is then not observable)."""
+    K = _check_intrinsics(K)
+    x0, x1 = background_correspondences(flow, exclude, step)
+    if len(x0) < 16 or np.median(np.linalg.norm(x1 - x0, axis=1)) < 0.1:
+        return None, 0.0
+    cv2.setRNGSeed(seed)
+    E, mask = cv2.findEssentialMat(x0, x1, K, cv2.RANSAC, 0.999, threshold)
+    if E is None or E.shape != (3, 3):
+        return None, 0.0
+    _, R, t, pose_mask = cv2.recoverPose(E, x0, x1, K, mask=mask.copy())
+    T = np.eye(4)
+    T[:3, :3] = R
+    T[:3, 3] = t.ravel() / max(np.linalg.norm(t), 1e-12)
+    return T, float(np.count_nonzero(pose_mask)) / len(x0)
+
+
+def fundamental_from_motion(K: np.ndarray, camera1_from_camera0: np.ndarray) -> np.ndarray:
+    """F = K^-T [t]x R K^-1 of a calibrated camera pair (well defined even when the scene is a plane,
+    where fitting F from matches is degenerate)."""
+    K = _check_intrinsics(K)
+    T = _check_pose(camera1_from_camera0, "camera1_from_camera0")
+    t = T[:3, 3]
+    cross = np.array([[0.0, -t[2], t[1]], [t[2], 0.0, -t[0]], [-t[1], t[0], 0.0]])
+    K_inv = np.linalg.inv(K)
+    return K_inv.T @ cross @ T[:3, :3] @ K_inv
+
+
+def triangulate_depth(x0: np.ndarray, x1: np.ndarray, K: np.ndarray, camera1_from_camera0: np.ndarray
+                      ) -> np.ndarray:
+    """Depth (z in the first camera, in the units of the pose's translation) of matches (x0, x1), Nx2."""
+    K = _check_intrinsics(K)
+    T = _check_pose(camera1_from_camera0, "camera1_from_camera0")
+    P0 = K @ np.hstack([np.eye(3), np.zeros((3, 1))])
+    P1 = K @ T[:3]
+    X = cv2.triangulatePoints(P0, P1, np.asarray(x0, np.float64).T, np.asarray(x1, np.float64).T)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return X[2] / X[3]
+
+
+def fit_ground_plane(points: np.ndarray, relative_threshold: float = 0.02, iterations: int = 300,
+                     min_vertical: float = 0.8, seed: int = 0) -> tuple[np.ndarray, float, float] | None:
+    """RANSAC plane n.X = d (|n| = 1, n pointing down the camera's y axis) through Nx3 camera-frame
+    points, for the road seen by a forward camera: the normal must have |n_y| >= `min_vertical`; a point
+    is an inlier when its distance is below `relative_threshold` times its depth (triangulation error
+    grows with depth). Returns (n, d, inlier fraction) or None."""
+    points = np.asarray(points, np.float64)
+    points = points[np.isfinite(points).all(axis=1) & (points[:, 2] > 0)]
+    if len(points) < 10:
+        return None
+    rng = np.random.default_rng(seed)
+    tolerance = relative_threshold * points[:, 2]
+    best, best_count = None, 0
+    for _ in range(iterations):
+        a, b, c = points[rng.choice(len(points), 3, replace=False)]
+        normal = np.cross(b - a, c - a)
+        norm = np.linalg.norm(normal)
+        if norm < 1e-12:
+            continue
+        normal /= norm
+        if abs(normal[1]) < min_vertical:
+            continue
+        count = np.count_nonzero(np.abs(points @ normal - normal @ a) < tolerance)
+        if count > best_count:
+            best, best_count = (normal, normal @ a), count
+    if best is None:
+        return None
+    normal, offset = best
+    inliers = np.abs(points @ normal - offset) < tolerance
+    centroid = points[inliers].mean(axis=0)
+    centred = points[inliers] - centroid
+    _, vectors = np.linalg.eigh(centred.T @ centred)  # least-squares normal: smallest eigenvector
+    normal = vectors[:, 0] if vectors[1, 0] > 0 else -vectors[:, 0]
+    offset = float(normal @ centroid)
+    if offset < 0:
+        normal, offset = -normal, -offset
+    return normal, offset, float(inliers.mean())
+
+
 def homography_flow(H: np.ndarray, height: int, width: int) -> np.ndarray:
     """The flow a homography induces on every pixel (HxWx2 float32)."""
     H = np.asarray(H, np.float64)
     if H.shape != (3, 3):
         raise ValueError(f"homography: expected 3x3, got {H.shape}")
-    grid = pixel_grid(height, width).astype(np.float64)
-    mapped = grid @ H[:2, :2].T + H[:2, 2]
-    w = grid @ H[2, :2] + H[2, 2]
+    grid = pixel_grid(height, width)
+    x, y = grid[..., 0], grid[..., 1]
+    # Elementwise rather than a matrix product: 3x3 products over many points are slow through BLAS.
+    w = H[2, 0] * x + H[2, 1] * y + H[2, 2]
     w = np.where(np.abs(w) < 1e-12, 1e-12, w)
-    return (mapped / w[..., None] - grid).astype(np.float32)
+    u = (H[0, 0] * x + H[0, 1] * y + H[0, 2]) / w - x
+    v = (H[1, 0] * x + H[1, 1] * y + H[1, 2]) / w - y
+    return np.stack([u, v], -1).astype(np.float32)
 
 
 def sampson_distance(F: np.ndarray, x0: np.ndarray, x1: np.ndarray) -> np.ndarray:
@@ -440,12 +566,15 @@ def sampson_distance(F: np.ndarray, x0: np.ndarray, x1: np.ndarray) -> np.ndarra
         raise ValueError(f"fundamental matrix: expected 3x3, got {F.shape}")
     x0 = np.asarray(x0, np.float64).reshape(-1, 2)
     x1 = np.asarray(x1, np.float64).reshape(-1, 2)
-    h0 = np.hstack([x0, np.ones((len(x0), 1))])
-    h1 = np.hstack([x1, np.ones((len(x1), 1))])
-    Fx0 = h0 @ F.T        # epipolar lines in the second image
-    Ftx1 = h1 @ F         # epipolar lines in the first image
-    algebraic = np.sum(h1 * Fx0, axis=1)
-    denominator = Fx0[:, 0] ** 2 + Fx0[:, 1] ** 2 + Ftx1[:, 0] ** 2 + Ftx1[:, 1] ** 2
+    u0, v0, u1, v1 = x0[:, 0], x0[:, 1], x1[:, 0], x1[:, 1]
+    # Epipolar line of x0 in the second image (F x0) and of x1 in the first (F^T x1).
+    a1 = F[0, 0] * u0 + F[0, 1] * v0 + F[0, 2]
+    b1 = F[1, 0] * u0 + F[1, 1] * v0 + F[1, 2]
+    c1 = F[2, 0] * u0 + F[2, 1] * v0 + F[2, 2]
+    a0 = F[0, 0] * u1 + F[1, 0] * v1 + F[2, 0]
+    b0 = F[0, 1] * u1 + F[1, 1] * v1 + F[2, 1]
+    algebraic = u1 * a1 + v1 * b1 + c1
+    denominator = a1**2 + b1**2 + a0**2 + b0**2
     return np.abs(algebraic) / np.sqrt(np.maximum(denominator, 1e-18))
 
 

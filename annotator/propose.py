@@ -1,0 +1,513 @@
+"""Automatic moving/static proposals for the tracks of motion sequences, from optical flow with the
+camera's own motion removed, and the `vca-annotate propose` command that writes them into
+`motion_labels.json` (source "proposal") without ever touching a manual label. No Qt here: the
+annotator calls `run_proposals` from a worker thread.
+
+Per frame pair (i, i+1) the flow is computed with DIS. With depth, intrinsics and poses ("ego" mode)
+each pixel's 3-D motion in metres is measured (vca_data.flow.scene_flow), which compares near and far
+objects and sees motion along epipolar lines. Without them ("flow" mode) the background motion is
+fitted with RANSAC outside the instance masks, and two cues are combined: the Sampson distance to the
+background's epipolar geometry, and the homography residual at the object's ground contact (a static
+object touches the ground where the ground homography predicts; a car driving ahead does not, although
+it stays on its epipolar lines). A track's per-frame scores (1 = the decision threshold) go through
+hysteresis into moving/static frame states; the fraction of moving frames is the track's score, and
+tracks without a clear majority are left unlabelled for the annotator.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from vca_data import flow as vf
+from vca_data.formats.motion_labels import MotionLabels
+from vca_data.formats.sequence import MotionSequence, list_sequences, open_sequence
+from vca_data.io import atomic_path
+
+MODES = ("auto", "ego", "flow")
+LABELS_FILE = "motion_labels.json"
+FLOW_SUBDIR = "flow"
+SUPPRESSED_SUBDIR = "flow_suppressed"
+DEFAULT_FLOW_MAX = 30.0
+# Proposals run offline: the slower DIS preset resolves small, far objects that "fast" blurs away.
+PROPOSAL_PRESET = "medium"
+
+ProgressCallback = Callable[[int, int], None]
+
+
+@dataclass
+class ProposalSettings:
+    """Thresholds of the proposals. Per-frame scores are normalised so that 1 is the decision line."""
+
+    erode_px: int = 2                 # mask erosion: DIS smears motion across object boundaries
+    min_pixels: int = 20              # smaller masks give no per-frame score
+    ego_min_motion_m: float = 0.05    # ego mode: 3-D motion (metres per frame) that counts as moving ...
+    ego_relative: float = 0.03        # ... plus this fraction of the camera's own translation per frame
+    flow_sigma_px: float = 0.5       # ego mode: flow error assumed when judging depth changes
+    min_kept: float = 0.3             # fraction of a mask that must land on the same track in the next frame
+    flow_noise_px: float = 0.28       # flow mode: residual (px) that counts as moving ...
+    flow_relative: float = 0.055      # ... plus this fraction of the flow expected at the object
+    high: float = 1.2                 # hysteresis: a frame turns moving above this score ...
+    low: float = 0.85                 # ... and static below this; in between it keeps the last state
+    min_frames: int = 2               # fewer decided frames: no proposal unless the score is far off
+    min_confidence: float = 0.5       # |2 * score - 1| below this: no proposal (ego mode) ...
+    flow_min_confidence: float = 0.2  # ... flow mode, whose per-frame evidence flips more often
+
+
+@dataclass
+class Proposal:
+    """The proposal for one track. `score` is the fraction of its decided frames that move (0..1);
+    `label` is None when the evidence is not clear enough (left to the annotator)."""
+
+    track_id: int
+    label: str | None
+    score: float
+    confidence: float
+    mode: str
+    frame_scores: dict[int, float] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------------------------------
+# Aggregation over a track
+
+
+def hysteresis_states(scores: Sequence[float], high: float, low: float) -> list[str | None]:
+    """Moving/static state per frame: above `high` moving, below `low` static, otherwise the previous
+    state (None until the first decision). NaN scores (no measurement) keep the previous state."""
+    if not low <= high:
+        raise ValueError(f"hysteresis needs low <= high, got low={low}, high={high}")
+    states: list[str | None] = []
+    state: str | None = None
+    for score in scores:
+        if score >= high:
+            state = "moving"
+        elif score <= low:
+            state = "static"
+        states.append(state)
+    return states
+
+
+def aggregate_track(frame_scores: dict[int, float], settings: ProposalSettings, min_confidence: float | None = None
+                    ) -> tuple[str | None, float, float]:
+    """(label or None, score = fraction of decided frames moving, confidence = |2 score - 1|). A track
+    with fewer than `min_frames` decided frames is labelled only when its median score is far from
+    the decision line (twice `high`, or half `low`). `min_confidence` defaults to the settings'."""
+    min_confidence = settings.min_confidence if min_confidence is None else min_confidence
+    ordered = [frame_scores[f] for f in sorted(frame_scores)]
+    states = hysteresis_states(ordered, settings.high, settings.low)
+    moving = sum(s == "moving" for s in states)
+    decided = sum(s is not None for s in states)
+    if decided == 0:
+        return None, 0.5, 0.0
+    score = moving / decided
+    confidence = abs(2.0 * score - 1.0)
+    if confidence < min_confidence:
+        return None, score, confidence
+    if decided < settings.min_frames:
+        median = float(np.median(ordered))
+        if not (median >= 2.0 * settings.high or median <= 0.5 * settings.low):
+            return None, score, confidence
+    return ("moving" if score > 0.5 else "static"), score, confidence
+
+
+# --------------------------------------------------------------------------------------------------
+# Per-frame cues
+
+
+def _robust(values: np.ndarray) -> float:
+    return float(np.median(values)) if values.size else float("nan")
+
+
+def landing_ids(next_id_map: np.ndarray, flow: np.ndarray) -> np.ndarray:
+    """Track id (next frame) under each pixel's flow target; 0 off screen or on background."""
+    return vf.sample_at_flow(next_id_map.astype(np.float32), flow, nearest=True).astype(np.int32)
+
+
+def track_masks(id_map: np.ndarray, settings: ProposalSettings, landed: np.ndarray | None = None
+                ) -> dict[int, np.ndarray]:
+    """Eroded mask of each track in a frame, keeping only pixels whose flow lands on the same track in
+    the next frame when `landed` is given (drops occluded and out-of-view parts, whose flow is wrong);
+    tracks with too little left (thin slivers, mostly occluded) are omitted."""
+    masks = {}
+    for track in np.unique(id_map).tolist():
+        if track == 0:
+            continue
+        # Small objects are eroded less; slivers thinner than that carry their surroundings' flow: no score.
+        full = (id_map == track).astype(np.uint8)
+        for radius in range(settings.erode_px, 0, -1):
+            mask = cv2.erode(full, np.ones((2 * radius + 1,) * 2, np.uint8)) > 0
+            if mask.sum() >= settings.min_pixels:
+                break
+        else:
+            continue
+        if landed is not None:
+            kept = mask & (landed == track)
+            if kept.sum() < max(settings.min_kept * mask.sum(), settings.min_pixels // 2 + 1):
+                continue
+            mask = kept
+        masks[track] = mask
+    return masks
+
+
+def ego_scores(flow: np.ndarray, masks: dict[int, np.ndarray], depth0: np.ndarray, depth1: np.ndarray | None,
+               K: np.ndarray, camera1_from_camera0: np.ndarray, settings: ProposalSettings
+               ) -> tuple[dict[int, float], np.ndarray]:
+    """Per-track scores of one frame pair from depth and pose, and the ego-flow suppressed flow.
+
+    The measure is the median 3-D motion of the mask's points in metres (scene flow); without the
+    second frame's depth, the residual flow scaled to metres by depth / focal length (lateral only).
+    The depth part of the scene flow is discounted by what a flow error of `flow_sigma_px` makes of the
+    second depth map's gradient at the match: on surfaces seen at a grazing angle a fraction of a
+    pixel changes the depth by decimetres."""
+    ego, valid = vf.ego_flow(depth0, K, camera1_from_camera0)
+    suppressed = vf.suppress_ego_flow(flow, ego, valid)
+    threshold = settings.ego_min_motion_m + settings.ego_relative * float(
+        np.linalg.norm(camera1_from_camera0[:3, 3]))
+    if depth1 is not None:
+        motion, motion_valid = vf.scene_flow(depth0, depth1, flow, K, camera1_from_camera0)
+        gradient = cv2.magnitude(cv2.Sobel(depth1, cv2.CV_32F, 1, 0, ksize=3),
+                                 cv2.Sobel(depth1, cv2.CV_32F, 0, 1, ksize=3)) / 8.0
+        depth_error = vf.sample_at_flow(gradient, flow, nearest=True) * settings.flow_sigma_px
+        along = np.maximum(np.abs(motion[..., 2]) - depth_error, 0.0)
+        magnitude = np.sqrt(motion[..., 0] ** 2 + motion[..., 1] ** 2 + along**2)
+    else:
+        motion_valid = valid
+        magnitude = np.linalg.norm(suppressed, axis=2) * depth0 / float(K[0, 0])
+    scores = {}
+    for track, mask in masks.items():
+        pixels = mask & motion_valid
+        if pixels.sum() < settings.min_pixels // 2 + 1:
+            continue
+        scores[track] = _robust(magnitude[pixels]) / threshold
+    return scores, suppressed
+
+
+def default_intrinsics(height: int, width: int) -> np.ndarray:
+    """A guess for sequences without calibration: principal point at the centre, focal length 0.8 x
+    width (between KITTI's 0.58 and Cityscapes' 1.1)."""
+    return np.array([[0.8 * width, 0.0, width / 2.0], [0.0, 0.8 * width, height / 2.0], [0.0, 0.0, 1.0]])
+
+
+def contact_depth(track: int, id_map: np.ndarray, K: np.ndarray, normal: np.ndarray, offset: float
+                  ) -> np.ndarray | None:
+    """Depth map (0 elsewhere) of a track as if it stood on the ground plane n.X = d: each column of the
+    object gets the depth where the ray through its lowest pixel meets the plane (a vertical surface
+    standing there). Columns whose bottom is hidden (another object or the image border below) get the
+    median of the others; None when fewer than a third of the columns touch visible ground."""
+    h, _ = id_map.shape
+    whole = id_map == track
+    columns = np.flatnonzero(whole.any(axis=0))
+    if columns.size == 0:
+        return None
+    bottoms = h - 1 - np.argmax(whole[::-1, columns], axis=0)
+    below = np.minimum(bottoms + 1, h - 1)
+    visible = (bottoms + 1 < h) & (id_map[below, columns] == 0)
+    rays = np.linalg.inv(K) @ np.vstack([columns, bottoms + 0.5, np.ones_like(columns)])
+    along = normal @ rays
+    with np.errstate(divide="ignore", invalid="ignore"):
+        depth = offset / along
+    good = visible & (along > 1e-6) & np.isfinite(depth) & (depth > 0)
+    if good.sum() < max(2, columns.size / 3):
+        return None
+    depth = np.where(good, depth, np.median(depth[good]))
+    out = np.zeros(id_map.shape, np.float32)
+    column_depth = np.zeros(id_map.shape[1], np.float32)
+    column_depth[columns] = depth
+    out[whole] = np.broadcast_to(column_depth, id_map.shape)[whole]
+    return out
+
+
+def flow_only_scores(flow: np.ndarray, id_map: np.ndarray, masks: dict[int, np.ndarray], exclude: np.ndarray,
+                     K: np.ndarray, settings: ProposalSettings) -> tuple[dict[int, float], np.ndarray]:
+    """Per-track scores of one frame pair from flow alone, and the homography-suppressed flow.
+
+    Cue 1: Sampson distance of the mask's flow to the background's epipolar geometry (from the essential
+    matrix, which unlike a fitted F stays defined when the background is mostly road; blind to motion
+    along epipolar lines). Cue 2: the flow the object would have if it were static and stood on the
+    ground: the camera motion comes from the background's essential matrix (K from the calibration, or
+    a guess), the road plane from triangulated background points in the lower half, and the object's
+    depth from where its columns touch that plane; a car driving ahead stays on its epipolar lines but
+    not on this prediction. Each cue is divided by (noise + a fraction of the flow expected there),
+    which puts far and near objects on one scale; the larger cue wins. With a camera that does not
+    translate the background homography explains every static point, and the residual to it is the
+    measure."""
+    h, w = id_map.shape
+    step = max(4, int(round(min(h, w) / 60)))
+    background = vf.fit_background_motion(flow, exclude, step=step)
+    if background.homography is None:
+        return {}, np.zeros_like(flow)
+    suppressed = flow - vf.homography_flow(background.homography, h, w)
+    magnitude = np.linalg.norm(flow, axis=2)
+    motion, _ = vf.essential_motion(flow, K, exclude, step=step)
+    scores = {}
+    if motion is None:
+        full_residual = np.linalg.norm(suppressed, axis=2)
+        for track, mask in masks.items():
+            scale = settings.flow_noise_px + settings.flow_relative * _robust(magnitude[mask])
+            scores[track] = _robust(full_residual[mask]) / scale
+        return scores, suppressed
+    sampson = vf.sampson_map(vf.fundamental_from_motion(K, motion), flow)
+    lower = exclude.copy()
+    lower[: int(K[1, 2]) + 2] = True  # the road lies below the horizon
+    x0, x1 = vf.background_correspondences(flow, lower, step=max(2, step // 2))
+    depth = vf.triangulate_depth(x0, x1, K, motion)
+    points = np.column_stack([(x0[:, 0] - K[0, 2]) / K[0, 0] * depth, (x0[:, 1] - K[1, 2]) / K[1, 1] * depth, depth])
+    plane = vf.fit_ground_plane(points)
+    for track, mask in masks.items():
+        scale = settings.flow_noise_px + settings.flow_relative * _robust(magnitude[mask])
+        cues = [_robust(sampson[mask]) / scale]
+        pseudo = contact_depth(track, id_map, K, *plane[:2]) if plane is not None else None
+        if pseudo is not None:
+            rows, cols = np.nonzero(mask)
+            box = np.s_[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+            K_box = K.copy()
+            K_box[0, 2] -= cols.min()
+            K_box[1, 2] -= rows.min()
+            predicted, valid = vf.ego_flow(pseudo[box], K_box, motion)
+            pixels = mask[box] & valid
+            if pixels.sum() >= settings.min_pixels // 2:
+                residual = np.linalg.norm(flow[box][pixels] - predicted[pixels], axis=1)
+                expected = settings.flow_noise_px + settings.flow_relative * _robust(
+                    np.linalg.norm(predicted[pixels], axis=1))
+                cues.append(_robust(residual) / expected)
+        scores[track] = max(cues)
+    return scores, suppressed
+
+
+# --------------------------------------------------------------------------------------------------
+# Sequences
+
+
+def sequence_mode(seq: MotionSequence, mode: str = "auto") -> str:
+    """The mode a sequence runs in: "ego" needs intrinsics, poses and depth; "auto" picks ego when they
+    exist, else "flow". Raises ValueError when "ego" is asked for and something is missing."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if mode == "flow":
+        return "flow"
+    missing = [name for name, value in (("intrinsics (calib)", seq.intrinsics), ("poses", seq.pose(0)),
+                                        ("depth", seq.depth(0))) if value is None]
+    if not missing:
+        return "ego"
+    if mode == "ego":
+        raise ValueError(f"sequence {seq.name} in {seq.root}: ego mode needs {', '.join(missing)}, "
+                         f"which it lacks; use --mode flow")
+    return "flow"
+
+
+def _frame_pairs(seq: MotionSequence, all_frames: bool) -> list[tuple[int, int]]:
+    """(i, j) pairs: j = i + 1, or i - 1 for the last frame so that every frame gets a flow."""
+    if seq.num_frames < 2:
+        return []
+    frames = range(seq.num_frames) if all_frames else sorted(set(seq.labelled_frames))
+    return [(i, i + 1 if i + 1 < seq.num_frames else i - 1) for i in frames]
+
+
+def _write_color_png(path: Path, rgb: np.ndarray) -> None:
+    with atomic_path(path, suffix=".png") as tmp:
+        if not cv2.imwrite(str(tmp), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
+            raise OSError(f"{path}: could not write the PNG")
+
+
+def propose_sequence(seq: MotionSequence, mode: str = "auto", preset: str = PROPOSAL_PRESET,
+                     settings: ProposalSettings | None = None, flow_dir: Path | None = None,
+                     flow_max: float = DEFAULT_FLOW_MAX, on_frame: Callable[[], None] | None = None,
+                     ) -> dict[int, Proposal]:
+    """Proposals for every track of `seq`, keyed by track id (unsure tracks have label None).
+
+    With `flow_dir`, the flow of every frame and its suppressed version are written as Middlebury colour
+    PNGs (fixed scale: `flow_max` px = full saturation) to FLOWDIR/flow/<seq>/<frame:06d>.png and
+    FLOWDIR/flow_suppressed/<seq>/<frame:06d>.png, frame = index in the sequence (flow from frame i to
+    i+1; the last frame gets the negated flow to its predecessor). `on_frame` is called after each pair."""
+    settings = settings or ProposalSettings()
+    used = sequence_mode(seq, mode)
+    estimator = vf.FlowEstimator(preset)
+    tracks = seq.tracks()
+    frame_scores: dict[int, dict[int, float]] = {t: {} for t in tracks}
+    track_frames = {t: set(track.frames) for t, track in tracks.items()}
+    labelled = set(seq.labelled_frames)
+    K = seq.intrinsics if seq.intrinsics is not None else default_intrinsics(seq.height, seq.width)
+    images: dict[int, np.ndarray] = {}
+    for i, j in _frame_pairs(seq, all_frames=flow_dir is not None):
+        for k in (i, j):
+            if k not in images:
+                images[k] = seq.read_image(k)
+        if used == "ego":
+            T = vf.relative_pose(seq.pose(i), seq.pose(j))
+            depth0 = seq.depth(i)
+            if depth0 is None:
+                raise ValueError(f"sequence {seq.name}: no depth for frame {i} ({seq.frame_names[i]})")
+            ego, ego_valid = vf.ego_flow(depth0, seq.intrinsics, T)
+            # Pixels without depth (sky) are taken at infinity for the prior only.
+            prior = np.where(ego_valid[..., None], ego, vf.rotation_flow(seq.intrinsics, T, *ego.shape[:2]))
+            flow = estimator.with_prior(images[i], images[j], prior)
+        else:
+            flow = estimator(images[i], images[j])
+        for k in [k for k in images if k < min(i, j)]:
+            del images[k]
+        id_map = seq.id_map(i)
+        landed = landing_ids(seq.id_map(j), flow) if j in labelled else None
+        masks = track_masks(id_map, settings, landed)
+        if used == "ego":
+            scores, suppressed = ego_scores(flow, masks, depth0, seq.depth(j), seq.intrinsics, T, settings)
+        else:
+            kernel = np.ones((9, 9), np.uint8)
+            exclude = cv2.dilate(((id_map > 0) | seq.crowd_mask(i)).astype(np.uint8), kernel) > 0
+            scores, suppressed = flow_only_scores(flow, id_map, masks, exclude, K, settings)
+        for track, score in scores.items():
+            if track in frame_scores and i in track_frames[track] and np.isfinite(score):
+                frame_scores[track][i] = score
+        if flow_dir is not None:
+            sign = 1.0 if j > i else -1.0
+            name = f"{i:06d}.png"
+            _write_color_png(Path(flow_dir) / FLOW_SUBDIR / seq.name / name,
+                             vf.flow_to_color(sign * flow, flow_max))
+            _write_color_png(Path(flow_dir) / SUPPRESSED_SUBDIR / seq.name / name,
+                             vf.flow_to_color(sign * suppressed, flow_max))
+        if on_frame is not None:
+            on_frame()
+    proposals = {}
+    for track, scores in frame_scores.items():
+        floor = settings.min_confidence if used == "ego" else settings.flow_min_confidence
+        label, score, confidence = aggregate_track(scores, settings, floor)
+        proposals[track] = Proposal(track, label, score, confidence, used, scores)
+    return proposals
+
+
+def apply_proposals(labels: MotionLabels, seq_name: str, proposals: dict[int, Proposal]) -> dict[str, int]:
+    """Write proposals into `labels` (source "proposal", score = fraction of moving frames). Manual and
+    simulator labels are never touched; an earlier proposal is replaced, or removed when the track is
+    now unsure. Returns counts: moving, static, unsure, kept (labels left alone)."""
+    counts = {"moving": 0, "static": 0, "unsure": 0, "kept": 0}
+    for track, proposal in proposals.items():
+        current = labels.get(seq_name, track)
+        if current is not None and current.source != "proposal":
+            counts["kept"] += 1
+            continue
+        if proposal.label is None:
+            counts["unsure"] += 1
+            if current is not None:
+                labels.remove(seq_name, track)
+            continue
+        counts[proposal.label] += 1
+        labels.set(seq_name, track, proposal.label, source="proposal", score=round(proposal.score, 4))
+    return counts
+
+
+def _count_pairs(seq: MotionSequence, all_frames: bool) -> int:
+    return len(_frame_pairs(seq, all_frames))
+
+
+def run_proposals(root: str | Path, sequences: Sequence[str] | None = None, labels_path: str | Path | None = None,
+                  flow_dir: str | Path | None = None, preset: str = PROPOSAL_PRESET, mode: str = "auto",
+                  progress: bool = True, on_progress: ProgressCallback | None = None,
+                  settings: ProposalSettings | None = None, flow_max: float = DEFAULT_FLOW_MAX) -> dict:
+    """Propose labels for the sequences of the dataset at `root` (default: all of them) and save them to
+    `labels_path` (default ROOT/motion_labels.json), keeping every manual label. `on_progress(done, total)`
+    is called after each frame pair (for a GUI); `progress` shows a tqdm bar. Returns a summary dict:
+    sequences, modes (per sequence), moving, static, unsure, kept, labels_path, flow_dir."""
+    root = Path(root)
+    available = list_sequences(root)
+    if sequences is None:
+        names = available or [open_sequence(root).name]
+    else:
+        names = list(sequences)
+        unknown = [n for n in names if available and n not in available]
+        if unknown:
+            raise ValueError(f"{root}: no sequence {unknown[0]!r} (found: {', '.join(available)})")
+    opened = [open_sequence(root, name) for name in names]
+    labels_path = Path(labels_path) if labels_path is not None else root / LABELS_FILE
+    labels = MotionLabels.load(labels_path) if labels_path.exists() else MotionLabels.new(opened[0].dataset)
+    if labels.dataset != opened[0].dataset:
+        raise ValueError(f"{labels_path}: labels of dataset {labels.dataset!r}, but {root} is {opened[0].dataset!r}")
+    modes = {seq.name: sequence_mode(seq, mode) for seq in opened}
+    total = sum(_count_pairs(seq, flow_dir is not None) for seq in opened)
+    done = 0
+    bar = tqdm(total=total, desc="proposals", unit="frame", disable=not progress)
+
+    def step() -> None:
+        nonlocal done
+        done += 1
+        bar.update(1)
+        if on_progress is not None:
+            on_progress(done, total)
+
+    summary = {"sequences": len(opened), "modes": modes, "moving": 0, "static": 0, "unsure": 0, "kept": 0,
+               "labels_path": str(labels_path), "flow_dir": str(flow_dir) if flow_dir is not None else None}
+    try:
+        for seq in opened:
+            bar.set_postfix_str(f"{seq.name} ({modes[seq.name]})")
+            proposals = propose_sequence(seq, modes[seq.name], preset, settings,
+                                         Path(flow_dir) if flow_dir is not None else None, flow_max, step)
+            for key, value in apply_proposals(labels, seq.name, proposals).items():
+                summary[key] += value
+    finally:
+        bar.close()
+    labels.save(labels_path)
+    return summary
+
+
+# --------------------------------------------------------------------------------------------------
+# Command line
+
+
+def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the `propose` subcommand to `vca-annotate`."""
+    parser = subparsers.add_parser(
+        "propose", help="propose moving/static labels for every track from optical flow",
+        description="Compute motion-cue proposals for the tracks of a KITTI-MOTS or Cityscapes-VPS "
+                    "dataset and write them into DIR/motion_labels.json with source 'proposal' and a "
+                    "score (fraction of the track's frames judged moving). Manual labels are never "
+                    "overwritten; tracks without clear evidence are left unlabelled. Modes: 'ego' uses "
+                    "depth (DIR/depth/<seq>/<frame>.png, metres*256), intrinsics (DIR/calib/<seq>.json) "
+                    "and poses (DIR/poses/<seq>.txt) to measure each object's 3-D motion; 'flow' needs "
+                    "only the images (RANSAC background fit, Sampson distance and ground-contact "
+                    "homography residual); 'auto' uses ego where those files exist.",
+        epilog="With --flow-dir FLOWDIR the flow of every frame is also saved as a Middlebury colour PNG, "
+               "in the layout VCANet reads: FLOWDIR/flow/<seq>/<frame:06d>.png (flow from frame i to "
+               "i+1) and FLOWDIR/flow_suppressed/<seq>/<frame:06d>.png (ego flow subtracted), where "
+               "frame is the index in the sequence and the last frame holds the negated flow to its "
+               "predecessor. Colours use one fixed scale, --flow-max px = full saturation.")
+    parser.add_argument("dir", type=Path, metavar="DIR", help="dataset folder (KITTI-MOTS root or "
+                        "Cityscapes-VPS root/split)")
+    parser.add_argument("--sequence", action="append", dest="sequences", metavar="S",
+                        help="only this sequence (repeatable; KITTI: 0002, Cityscapes-VPS: val/0005); default all")
+    parser.add_argument("--mode", choices=MODES, default="auto", help="motion cue (default auto)")
+    parser.add_argument("--flow-dir", type=Path, metavar="FLOWDIR",
+                        help="also store flow and suppressed flow colour PNGs here (see below)")
+    parser.add_argument("--preset", choices=sorted(vf.DIS_PRESETS), default=PROPOSAL_PRESET,
+                        help=f"DIS optical-flow preset (default {PROPOSAL_PRESET}; fast is ~3x quicker but "
+                             "blurs small objects)")
+    parser.add_argument("--flow-max", type=float, default=DEFAULT_FLOW_MAX, metavar="PX",
+                        help=f"flow magnitude drawn at full saturation in the PNGs (default {DEFAULT_FLOW_MAX})")
+    parser.add_argument("--labels", type=Path, help=f"labels file to update (default DIR/{LABELS_FILE})")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(func=_propose_command)
+    return parser
+
+
+def _propose_command(args: argparse.Namespace) -> int:
+    if args.flow_max <= 0:
+        print(f"vca-annotate propose: --flow-max must be positive, got {args.flow_max}")
+        return 2
+    if not args.dir.is_dir():
+        print(f"vca-annotate propose: {args.dir}: no such folder")
+        return 2
+    try:
+        summary = run_proposals(args.dir, args.sequences, args.labels, args.flow_dir, args.preset, args.mode,
+                                progress=not args.quiet, flow_max=args.flow_max)
+    except ValueError as exc:
+        print(f"vca-annotate propose: {exc}")
+        return 1
+    modes = sorted(set(summary["modes"].values()))
+    where = summary["labels_path"] + (f"; flow PNGs in {summary['flow_dir']}" if summary["flow_dir"] else "")
+    print(f"{summary['sequences']} sequence(s), {'/'.join(modes)} mode: {summary['moving']} moving, "
+          f"{summary['static']} static, {summary['unsure']} unsure, {summary['kept']} manual labels kept "
+          f"-> {where}")
+    return 0

@@ -1,0 +1,237 @@
+"""Tests of annotator.propose: hysteresis aggregation, proposals on a rendered driving scene with known
+moving/static tracks (ego and flow-only modes), the labels file (manual labels never overwritten), and
+the `propose` command with its flow PNGs in the VCANet layout."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+from scipy.ndimage import gaussian_filter
+
+from annotator import propose
+from vca_data import flow as vf
+from vca_data.formats import kitti_mots
+from vca_data.formats.motion_labels import MotionLabels
+from vca_data.formats.sequence import open_sequence
+from vca_data.io import atomic_write_json, atomic_write_text
+from vca_data.synthetic import make_kitti_mots_sequence
+
+H, W = 120, 240
+K = np.array([[150.0, 0.0, 120.0], [0.0, 150.0, 50.0], [0.0, 0.0, 1.0]])
+CAMERA_HEIGHT = 1.5  # world y points down; the road is the plane y = CAMERA_HEIGHT
+
+
+def _texture(seed: int, size: int = 256) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    tex = np.zeros((size, size), np.float32)
+    for sigma, weight in ((1.0, 0.5), (3.0, 1.0), (8.0, 1.5)):
+        layer = gaussian_filter(rng.random((size, size)).astype(np.float32), sigma, mode="wrap")
+        tex += weight * (layer - layer.mean()) / (layer.std() + 1e-6)
+    return np.clip(128 + 40 * tex, 0, 255).astype(np.float32)
+
+
+TEXTURES = [_texture(1), _texture(2), _texture(3)]
+
+
+def _sample(tex: np.ndarray, a: np.ndarray, b: np.ndarray, per_metre: float) -> np.ndarray:
+    size = tex.shape[0]
+    return cv2.remap(tex, np.mod(a * per_metre, size).astype(np.float32),
+                     np.mod(b * per_metre, size).astype(np.float32), cv2.INTER_LINEAR, borderMode=cv2.BORDER_WRAP)
+
+
+def _cast(position: np.ndarray, boxes: list[tuple[np.ndarray, np.ndarray, int]], scale: int):
+    """Gray image, depth and track ids seen by a camera at `position` looking along +z."""
+    h, w = H * scale, W * scale
+    ys, xs = (np.mgrid[0:h, 0:w].astype(np.float64) + 0.5) / scale - 0.5
+    rays = np.stack([(xs - K[0, 2]) / K[0, 0], (ys - K[1, 2]) / K[1, 1], np.ones_like(xs)], -1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t_best = (CAMERA_HEIGHT - position[1]) / rays[..., 1]
+    t_best[~(t_best > 0)] = np.inf
+    ground = np.isfinite(t_best)
+    hit = position + rays * np.where(ground, t_best, 0)[..., None]
+    image = np.where(ground, _sample(TEXTURES[0], hit[..., 0], hit[..., 2], 8.0), 200.0)
+    ids = np.zeros((h, w), np.int32)
+    for lo, hi, track in boxes:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t1, t2 = (lo - position) / rays, (hi - position) / rays
+        near = np.nanmax(np.minimum(t1, t2), axis=-1)
+        axis = np.nanargmax(np.minimum(t1, t2), axis=-1)
+        inside = (near <= np.nanmin(np.maximum(t1, t2), axis=-1)) & (near > 0) & (near < t_best)
+        t_best[inside] = near[inside]
+        ids[inside] = track
+        p = position + rays * np.where(inside, near, 0)[..., None] - lo
+        a = np.where(axis == 0, p[..., 2], p[..., 0])
+        b = np.where(axis == 1, p[..., 2], p[..., 1])
+        image[inside] = _sample(TEXTURES[1 + track % 2], a, b, 20.0 if track else 8.0)[inside]
+    depth = np.where(np.isfinite(t_best), t_best, 0.0).astype(np.float32)
+    return image.astype(np.float32), depth, ids
+
+
+def write_driving_sequence(root, frames: int = 6, speed: float = 0.4) -> dict[int, str]:
+    """A camera driving along +z over a textured road between facades, with a parked car (1001, static), a car crossing
+    the road (1002), a car ahead in the same lane driving away more slowly (1003: its motion stays on
+    the epipolar lines) and a standing pedestrian (2001, static). Written in the KITTI-MOTS layout with
+    depth, calib and poses; returns the true state of every track."""
+    cars = {1001: ((-2.6, 6.5), (0.0, 0.0)), 1002: ((1.2, 9.0), (-0.35, 0.0)), 1003: ((0.0, 8.0), (0.0, 0.25))}
+    truth = {1001: "static", 1002: "moving", 1003: "moving", 2001: "static"}
+    poses = []
+    for t in range(frames):
+        boxes = []
+        for track, ((x, z), (vx, vz)) in cars.items():
+            centre = np.array([x + vx * t, CAMERA_HEIGHT - 0.75, z + vz * t])
+            half = np.array([0.9, 0.75, 2.0])
+            boxes.append((centre - half, centre + half, track))
+        boxes.append((np.array([2.4, CAMERA_HEIGHT - 1.8, 7.0]), np.array([3.0, CAMERA_HEIGHT, 7.5]), 2001))
+        # Facades (background, id 0): flow-only mode needs some structure off the road plane.
+        for side in (-1, 1):
+            boxes.append((np.array([min(4.5 * side, 9 * side), CAMERA_HEIGHT - 6.0, 3.0]),
+                          np.array([max(4.5 * side, 9 * side), CAMERA_HEIGHT, 60.0]), 0))
+        position = np.array([0.0, 0.0, speed * t])
+        fine, _, _ = _cast(position, boxes, 2)
+        _, depth, ids = _cast(position, boxes, 1)
+        gray = np.clip(cv2.resize(fine, (W, H), interpolation=cv2.INTER_AREA) + 0.5, 0, 255).astype(np.uint8)
+        name = f"{t:06d}.png"
+        (root / "image_02" / "0000").mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(root / "image_02" / "0000" / name), cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR))
+        (root / "depth" / "0000").mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(root / "depth" / "0000" / name), np.rint(depth * 256).astype(np.uint16))
+        kitti_mots.write_png(root / "instances" / "0000" / name, ids)
+        pose = np.eye(4)
+        pose[:3, 3] = position
+        poses.append(pose)
+    atomic_write_json(root / "calib" / "0000.json", {"K": K.tolist()})
+    atomic_write_text(root / "poses" / "0000.txt", "".join(" ".join(f"{v:g}" for v in p[:3].ravel()) + "\n"
+                                                           for p in poses))
+    return truth
+
+
+@pytest.fixture(scope="module")
+def driving(tmp_path_factory):
+    root = tmp_path_factory.mktemp("driving")
+    return root, write_driving_sequence(root)
+
+
+# ------------------------------------------------------------------------------------------ aggregation
+
+
+def test_hysteresis_keeps_the_last_state_between_thresholds():
+    states = propose.hysteresis_states([1.0, 1.1, 1.5, 1.0, 0.9, 0.2, 1.0], high=1.2, low=0.8)
+    assert states == [None, None, "moving", "moving", "moving", "static", "static"]
+    with pytest.raises(ValueError, match="low <= high"):
+        propose.hysteresis_states([1.0], high=0.5, low=1.0)
+
+
+def test_aggregation_labels_clear_tracks_and_leaves_split_ones_unsure():
+    settings = propose.ProposalSettings(high=1.2, low=0.8, min_frames=2, min_confidence=0.5)
+    assert propose.aggregate_track({0: 2.0, 1: 3.0, 2: 0.1}, settings)[0] is None  # 2/3 moving: unsure
+    label, score, confidence = propose.aggregate_track({0: 2.0, 1: 3.0, 2: 2.5, 3: 0.1}, settings)
+    assert (label, score, confidence) == ("moving", 0.75, 0.5)
+    assert propose.aggregate_track({0: 0.1, 1: 0.2, 2: 0.3}, settings)[:2] == ("static", 0.0)
+    # One decided frame is enough only far from the decision line.
+    assert propose.aggregate_track({5: 3.0}, settings)[0] == "moving"
+    assert propose.aggregate_track({5: 1.3}, settings)[0] is None
+    assert propose.aggregate_track({}, settings) == (None, 0.5, 0.0)
+
+
+# ------------------------------------------------------------------------------- known-answer scenes
+
+
+def test_ego_mode_finds_the_moving_cars_including_the_one_driving_ahead(driving):
+    root, truth = driving
+    seq = open_sequence(root, "0000")
+    assert propose.sequence_mode(seq, "auto") == "ego"
+    proposals = propose.propose_sequence(seq, "auto")
+    assert {t: p.label for t, p in proposals.items()} == truth
+    assert all(p.mode == "ego" for p in proposals.values())
+    assert proposals[1001].score == 0.0 and proposals[1002].score == 1.0
+
+
+def test_flow_only_mode_combines_epipolar_and_ground_contact_cues(driving):
+    root, truth = driving
+    seq = open_sequence(root, "0000")
+    proposals = propose.propose_sequence(seq, "flow")
+    assert proposals[1002].label == "moving" and proposals[2001].label == "static"
+    # Without depth the near parked car's expected flow rests on a noisy road-plane estimate: it may be
+    # left to the annotator, but must not be called moving.
+    assert proposals[1001].label in ("static", None)
+    assert proposals[1003].label == "moving"
+    # The car ahead moves along its epipolar lines: the Sampson cue alone would call it static; its
+    # scores come from the ground-contact prediction.
+    assert min(proposals[1003].frame_scores.values()) > propose.ProposalSettings().high
+
+
+def test_ego_mode_needs_depth_and_auto_falls_back_to_flow(tmp_path, driving):
+    root, _ = driving
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy, ignore=shutil.ignore_patterns("depth"))
+    seq = open_sequence(copy, "0000")
+    assert propose.sequence_mode(seq, "auto") == "flow"
+    with pytest.raises(ValueError, match="depth"):
+        propose.sequence_mode(seq, "ego")
+    with pytest.raises(ValueError, match="mode"):
+        propose.sequence_mode(seq, "lidar")
+
+
+# ------------------------------------------------------------------------------ labels file and CLI
+
+
+def test_run_proposals_never_overwrites_manual_labels(tmp_path, driving):
+    root, truth = driving
+    data = tmp_path / "data"
+    shutil.copytree(root, data)
+    labels = MotionLabels.new("kitti-mots")
+    labels.set("0000", 1002, "static", source="manual")             # wrong on purpose: must stay
+    labels.set("0000", 2001, "ignore", source="manual")
+    labels.set("0000", 1003, "static", source="proposal", score=0.1)  # stale proposal: replaced
+    labels.save(data / "motion_labels.json")
+    calls = []
+    summary = propose.run_proposals(data, progress=False, on_progress=lambda done, total: calls.append((done, total)))
+    result = MotionLabels.load(data / "motion_labels.json")
+    assert result.get("0000", 1002).label == "static" and result.get("0000", 1002).source == "manual"
+    assert result.get("0000", 2001).label == "ignore" and result.get("0000", 2001).source == "manual"
+    for track in (1001, 1003):
+        entry = result.get("0000", track)
+        assert (entry.label, entry.source) == (truth[track], "proposal")
+        assert entry.score == (1.0 if truth[track] == "moving" else 0.0)
+    assert summary["kept"] == 2 and summary["moving"] == 1 and summary["static"] == 1
+    assert summary["modes"] == {"0000": "ego"}
+    assert calls[-1] == (6, 6) and [c[0] for c in calls] == list(range(1, 7))
+
+
+def test_unsure_tracks_drop_a_stale_proposal_and_keep_others():
+    labels = MotionLabels.new("kitti-mots")
+    labels.set("s", 1, "moving", source="proposal", score=0.9)
+    labels.set("s", 2, "static", source="simulator")
+    unsure = propose.Proposal(1, None, 0.5, 0.0, "flow")
+    counts = propose.apply_proposals(labels, "s", {1: unsure, 2: propose.Proposal(2, "moving", 1.0, 1.0, "flow")})
+    assert labels.get("s", 1) is None and labels.get("s", 2).label == "static"
+    assert counts == {"moving": 0, "static": 0, "unsure": 1, "kept": 1}
+
+
+def test_propose_command_writes_flow_pngs_in_the_vcanet_layout(tmp_path, capsys):
+    root = make_kitti_mots_sequence(tmp_path / "ds", num_frames=4, height=64, width=96, num_objects=2, seed=1)
+    parser = argparse.ArgumentParser(prog="vca-annotate")
+    propose.register(parser.add_subparsers(dest="command"))
+    help_text = parser._subparsers._group_actions[0].choices["propose"].format_help()
+    assert "FLOWDIR/flow/<seq>/<frame:06d>.png" in help_text and "flow_suppressed" in help_text
+    args = parser.parse_args(["propose", str(root), "--mode", "flow", "--flow-dir", str(tmp_path / "fl"),
+                              "--preset", "fast", "--flow-max", "8", "--quiet"])
+    assert args.func(args) == 0
+    assert "-> " in capsys.readouterr().out
+    for kind in ("flow", "flow_suppressed"):
+        names = sorted(p.name for p in (tmp_path / "fl" / kind / "0000").iterdir())
+        assert names == [f"{i:06d}.png" for i in range(4)]
+    # Frame 0's PNG is the colour coding of DIS flow 0 -> 1 at the fixed scale.
+    seq = open_sequence(root, "0000")
+    expected = vf.flow_to_color(vf.compute_flow(seq.read_image(0), seq.read_image(1), "fast"), 8.0)
+    written = cv2.cvtColor(cv2.imread(str(tmp_path / "fl" / "flow" / "0000" / "000000.png")), cv2.COLOR_BGR2RGB)
+    np.testing.assert_array_equal(written, expected)
+    labels = json.loads((root / "motion_labels.json").read_text())
+    assert all(e["source"] == "proposal" for e in labels["sequences"].get("0000", {}).values())
+    bad = parser.parse_args(["propose", str(tmp_path / "missing")])
+    assert bad.func(bad) == 2
