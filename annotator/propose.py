@@ -58,6 +58,7 @@ class ProposalSettings:
     min_frames: int = 2               # fewer decided frames: no proposal unless the score is far off
     min_confidence: float = 0.5       # |2 * score - 1| below this: no proposal (ego mode) ...
     flow_min_confidence: float = 0.2  # ... flow mode, whose per-frame evidence flips more often
+    plane_frames: int = 7             # flow mode: road-plane estimates combined over this many frames
 
 
 @dataclass
@@ -224,7 +225,8 @@ def contact_depth(track: int, id_map: np.ndarray, K: np.ndarray, normal: np.ndar
 
 
 def flow_only_scores(flow: np.ndarray, id_map: np.ndarray, masks: dict[int, np.ndarray], exclude: np.ndarray,
-                     K: np.ndarray, settings: ProposalSettings) -> tuple[dict[int, float], np.ndarray]:
+                     K: np.ndarray, settings: ProposalSettings, planes: list | None = None
+                     ) -> tuple[dict[int, float], np.ndarray]:
     """Per-track scores of one frame pair from flow alone, and the homography-suppressed flow.
 
     Cue 1: Sampson distance of the mask's flow to the background's epipolar geometry (from the essential
@@ -236,7 +238,9 @@ def flow_only_scores(flow: np.ndarray, id_map: np.ndarray, masks: dict[int, np.n
     not on this prediction. Each cue is divided by (noise + a fraction of the flow expected there),
     which puts far and near objects on one scale; the larger cue wins. With a camera that does not
     translate the background homography explains every static point, and the residual to it is the
-    measure."""
+    measure. `planes` carries the road-plane estimates of the previous frames (updated here): the
+    plane, in units of the camera's motion per frame, changes slowly, and a median over the last
+    frames is much steadier than one frame's fit."""
     h, w = id_map.shape
     step = max(4, int(round(min(h, w) / 60)))
     background = vf.fit_background_motion(flow, exclude, step=step)
@@ -259,6 +263,13 @@ def flow_only_scores(flow: np.ndarray, id_map: np.ndarray, masks: dict[int, np.n
     depth = vf.triangulate_depth(x0, x1, K, motion)
     points = np.column_stack([(x0[:, 0] - K[0, 2]) / K[0, 0] * depth, (x0[:, 1] - K[1, 2]) / K[1, 1] * depth, depth])
     plane = vf.fit_ground_plane(points)
+    if planes is not None:
+        if plane is not None:
+            planes.append(np.append(plane[0] * plane[1], plane[1]))
+            del planes[:-settings.plane_frames]
+        if planes:
+            history = np.median(np.array(planes), axis=0)
+            plane = (history[:3] / np.linalg.norm(history[:3]), float(history[3]), 1.0)
     for track, mask in masks.items():
         scale = settings.flow_noise_px + settings.flow_relative * _robust(magnitude[mask])
         cues = [_robust(sampson[mask]) / scale]
@@ -333,6 +344,7 @@ def propose_sequence(seq: MotionSequence, mode: str = "auto", preset: str = PROP
     track_frames = {t: set(track.frames) for t, track in tracks.items()}
     labelled = set(seq.labelled_frames)
     K = seq.intrinsics if seq.intrinsics is not None else default_intrinsics(seq.height, seq.width)
+    planes: list[np.ndarray] = []
     images: dict[int, np.ndarray] = {}
     for i, j in _frame_pairs(seq, all_frames=flow_dir is not None):
         for k in (i, j):
@@ -359,7 +371,7 @@ def propose_sequence(seq: MotionSequence, mode: str = "auto", preset: str = PROP
         else:
             kernel = np.ones((9, 9), np.uint8)
             exclude = cv2.dilate(((id_map > 0) | seq.crowd_mask(i)).astype(np.uint8), kernel) > 0
-            scores, suppressed = flow_only_scores(flow, id_map, masks, exclude, K, settings)
+            scores, suppressed = flow_only_scores(flow, id_map, masks, exclude, K, settings, planes)
         for track, score in scores.items():
             if track in frame_scores and i in track_frames[track] and np.isfinite(score):
                 frame_scores[track][i] = score
