@@ -124,6 +124,7 @@ class TrafficManager:
             return
         obs_xy = np.array([[a.get_transform().location.x, a.get_transform().location.y] for a in obstacles]).reshape(-1, 2)
         obs_r = np.array([min(a.bounding_box.extent.x, a.bounding_box.extent.y) for a in obstacles])
+        obs_ext = np.array([[a.bounding_box.extent.x, a.bounding_box.extent.y] for a in obstacles]).reshape(-1, 2)
         obs_ids = np.array([a.id for a in obstacles])
         obs_yaw = np.array([a.get_transform().rotation.yaw for a in obstacles])
         obs_driven = np.array([a.id in alive for a in obstacles], dtype=bool)
@@ -153,8 +154,11 @@ class TrafficManager:
                 rows = rows[rows * STEP > ext.x * 0.5]  # ignore what is beside or behind our own centre
                 if len(rows):
                     k = rows[0]
-                    j = np.flatnonzero(hit[k])[0]
-                    free = k * STEP - ext.x - obs_r[others][j]
+                    j = np.flatnonzero(others)[np.flatnonzero(hit[k])[0]]
+                    # the obstacle's reach towards us: its half length along our heading
+                    rel = math.radians(obs_yaw[j] - pts[k, 2])
+                    reach = abs(math.cos(rel)) * obs_ext[j, 0] + abs(math.sin(rel)) * obs_ext[j, 1]
+                    free = k * STEP - ext.x - reach
             gap = self._distance.get(vid, self._global_distance)
             allowed = math.sqrt(max(0.0, 2 * DECEL * (free - gap)))
             speed = min(self._target_speed(vehicle), allowed, route.speed + ACCEL * dt)
