@@ -21,9 +21,13 @@ from pathlib import Path
 import carla
 import cv2
 import numpy as np
-import pybullet
 
 from vca_data.labels import TAG
+
+from ._quiet import quiet_stdout
+
+with quiet_stdout():  # PyBullet prints a build-time banner on import; the CLI's first line is its own
+    import pybullet
 
 from .shapes import Box, bullet_quaternion, rotation_matrix, to_bullet_position, to_bullet_rotation
 
