@@ -39,13 +39,14 @@ def plan(n: int) -> list[EpisodeSpec]:
 
 
 def timed_loop(client, spec, options, out: Path) -> tuple[float, float]:
-    """Wall and CPU seconds (of this process, so without the writer process) per tick of the episode's
-    driving loop (setup and teardown excluded)."""
+    """Wall and CPU seconds (of this process, so without the writer process) per tick, from the first
+    tick of the driving loop to the end of the episode (the recorder's final flush and the teardown
+    included, setup excluded)."""
     stamps = []
     collect_episode(client, spec, options, out, "offline",
                     on_tick=lambda t: stamps.append((time.perf_counter(), time.process_time())))
-    n = len(stamps) - 1
-    return (stamps[-1][0] - stamps[0][0]) / n, (stamps[-1][1] - stamps[0][1]) / n
+    n = len(stamps)
+    return (time.perf_counter() - stamps[0][0]) / n, (time.process_time() - stamps[0][1]) / n
 
 
 def main() -> int:

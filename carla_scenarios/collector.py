@@ -568,7 +568,8 @@ def collect_episode(client, spec: EpisodeSpec, options: CollectOptions, data_dir
         ego.set_target_velocity(carla.Vector3D(fwd.x * options.target_speed, fwd.y * options.target_speed, 0.0))
 
         ext = ego.bounding_box.extent
-        speed_limit = min(options.speed_limit, ego.get_speed_limit() / 3.6)
+        road_limit = ego.get_speed_limit() / 3.6  # km/h of the road; 0 where the server has none yet
+        speed_limit = min(options.speed_limit, road_limit) if road_limit > 0 else options.speed_limit
         # wheelbase about 1.2 half-lengths for CARLA's cars; pure pursuit tolerates the approximation
         agent = AvoidingAgent(route, half_length=float(ext.x), half_width=float(ext.y),
                               target_speed=options.target_speed, speed_limit=speed_limit, wheelbase=1.2 * float(ext.x))

@@ -27,6 +27,9 @@ from carla_scenarios.decode import EncodedImage
 from vca_data.episodes import PART_SUFFIX, EpisodeWriter
 
 _POLL_S = 0.5
+WRITER_NICENESS = 5
+QUEUE_BYTES = 256 * 2**20  # frames waiting for the writer take at most about this much memory
+BYTES_PER_PIXEL = 3 + 4 + 1 + 4 + 1  # rgb, depth, semantic, instance, fine
 _DONE = object()
 
 
@@ -35,12 +38,14 @@ class RecorderError(RuntimeError):
 
 
 class EpisodeRecorder:
-    def __init__(self, path: Path, attrs: dict, height: int, width: int, max_queue: int = 8):
+    def __init__(self, path: Path, attrs: dict, height: int, width: int, max_queue: int | None = None):
         self.path = Path(path)
         self.part_path = self.path.with_name(self.path.name + PART_SUFFIX)
         self.frames = 0
         self._closed = False
         self._error: str | None = None
+        if max_queue is None:
+            max_queue = int(min(32, max(4, QUEUE_BYTES // (height * width * BYTES_PER_PIXEL))))
         self._queue: queue.Queue = queue.Queue(maxsize=max_queue)
         self._replies: queue.Queue = queue.Queue()
         self._process = subprocess.Popen(
@@ -207,5 +212,7 @@ def _serve(source, sink) -> int:
 if __name__ == "__main__":
     # the protocol owns the real stdout; anything else printed goes to stderr
     protocol_out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    # the simulation loop comes first on a busy machine; the queue absorbs the writer's lag
+    os.nice(WRITER_NICENESS)
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     sys.exit(_serve(sys.stdin.buffer, protocol_out))

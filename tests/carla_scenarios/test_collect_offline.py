@@ -145,11 +145,12 @@ def _our_actors(world, before: set[int]) -> list:
 ])
 def test_fault_gives_clear_error_restores_settings_and_actors(kind, error, match, faulty_client, offline_client, tmp_path):
     client, faults = faulty_client(kind, at_tick=9)
-    world = offline_client.load_world("Town01")
+    options = CollectOptions(**SMALL, sensor_timeout=1.0)
+    good = collect_episode(offline_client, EpisodeSpec("Town01", "parking", 0, "train"), options, tmp_path, "offline")
+    world = offline_client.get_world()
     settings = world.get_settings()
     before = {a.id for a in world.get_actors()}
     spec = EpisodeSpec("Town01", "parking", 1, "train")
-    options = CollectOptions(**SMALL, sensor_timeout=1.0)
     with pytest.raises(error, match=match):
         collect_episode(client, spec, options, tmp_path, "offline")
     assert faults.ticks >= 9
@@ -158,8 +159,11 @@ def test_fault_gives_clear_error_restores_settings_and_actors(kind, error, match
     assert after.synchronous_mode == settings.synchronous_mode
     assert after.fixed_delta_seconds == settings.fixed_delta_seconds
     assert _our_actors(world, before) == []
-    assert list((tmp_path / "episodes").glob("*")) == []  # no .h5, no .part, no tracks
-    assert not (tmp_path / "manifest.json").exists()
+    # the dataset holds the earlier episode only, valid, and nothing of the failed one
+    assert [e["file"] for e in read_manifest(tmp_path)] == [f"episodes/{good.path.name}"]
+    assert validate(good.path) == []
+    assert sorted(p.name for p in (tmp_path / "episodes").glob("*")) == sorted(
+        [good.path.name, good.path.stem + ".tracks.json"])
 
 
 def test_lost_server_gives_clear_error_and_no_complete_file(faulty_client, tmp_path, capsys):
@@ -217,3 +221,23 @@ def test_shards_merge_into_one_dataset(offline_client, tmp_path):
         assert validate(tmp_path / "all" / e["file"]) == []
         assert json.loads((tmp_path / "all" / "episodes" / (Path(e["file"]).stem + ".tracks.json")).read_text())
     assert merge_datasets([tmp_path / "shard0"], tmp_path / "all") == 1  # re-merging is idempotent
+
+
+def test_ctrl_c_cleans_up_and_says_how_to_resume(tmp_path):
+    out = tmp_path / "data"
+    argv = [sys.executable, "-m", "carla_scenarios.cli", "collect", "--town", "Town02", "--scenario", "barrier",
+            "--backend", "offline", "--out", str(out), "--frames", "200", "--frame-step", "1",
+            "--width", "96", "--height", "64", "--vehicles", "2", "--walkers", "2"]
+    proc = subprocess.Popen(argv, cwd=REPO, env=dict(os.environ, PYTHONUNBUFFERED="1"), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and not list((out / "episodes").glob("*.part")):
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "--resume" in stderr and "Traceback" not in stderr
+    assert stdout.startswith("backend: offline")
+    time.sleep(0.5)  # the writer process ends on its own after the abort
+    assert list((out / "episodes").glob("*")) == []
