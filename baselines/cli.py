@@ -57,7 +57,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 1
     import torch.distributed as dist
 
-    if not dist.is_initialized() or dist.get_rank() == 0:
+    if summary.interrupted:
+        print(f"interrupted after step {summary.steps}; checkpoint {summary.checkpoint}; "
+              f"continue with: vca-baseline train --data {args.data} --out {run} --resume")
+    elif not dist.is_initialized() or dist.get_rank() == 0:
         print(
             f"trained {cfg['model']['name']} for {summary.steps} steps in {summary.time_s:.0f} s "
             f"({summary.images_per_s:.1f} img/s, {summary.data_wait_share:.0%} waiting for data), "

@@ -17,10 +17,13 @@ from __future__ import annotations
 
 import bisect
 import csv
+import json
 import math
 import os
 import random
 import re
+import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -65,16 +68,17 @@ class DistInfo:
         return self.rank == 0
 
 
-def setup_distributed() -> DistInfo:
+def setup_distributed(device: str | None = None) -> DistInfo:
     """Join the process group when launched by torchrun (WORLD_SIZE > 1, env:// rendezvous: NCCL on
-    GPUs, gloo on CPUs) and pick this process's device."""
+    GPUs, gloo on CPUs) and pick this process's device (`device` 'cpu' forces the CPU)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo", init_method="env://")
+        gpu = torch.cuda.is_available() and device != "cpu"
+        dist.init_process_group("nccl" if gpu else "gloo", init_method="env://")
     rank = dist.get_rank() if dist.is_initialized() else 0
     world = dist.get_world_size() if dist.is_initialized() else 1
     local_rank = int(os.environ.get("LOCAL_RANK", rank))
-    if torch.cuda.is_available():
+    if torch.cuda.is_available() and device != "cpu":
         torch.cuda.set_device(local_rank % torch.cuda.device_count())
         device = torch.device("cuda", local_rank % torch.cuda.device_count())
     else:
@@ -141,6 +145,12 @@ class ResumableSampler(DistributedSampler):
 
     def __len__(self) -> int:
         return self.num_samples - self.start
+
+
+def _ignore_sigint(worker_id: int) -> None:
+    # a terminal's Ctrl-C reaches the whole process group: workers keep serving so the main process can
+    # finish its step and write the checkpoint
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 class EpochSeededDataset(Dataset):
@@ -294,6 +304,7 @@ class TrainSummary:
     checkpoint: Path | None
     losses: list[float]
     step_times: list[tuple[float, float]]  # (seconds waiting for the batch, seconds of the whole step)
+    interrupted: bool = False  # stopped by Ctrl-C after a checkpoint; continue with resume
 
 
 def _reduce_mean(values: torch.Tensor, world: int) -> torch.Tensor:
@@ -317,8 +328,6 @@ def _metrics_history(run_dir: Path, until: int | None) -> list[dict]:
     path = run_dir / "metrics.json"
     if until is None or not path.is_file():
         return []
-    import json
-
     try:
         doc = json.loads(path.read_text())
     except json.JSONDecodeError:
@@ -333,14 +342,16 @@ def train(
     resume: bool = False,
     stop_at: int | None = None,
     progress: bool = True,
+    device: str | None = None,
 ) -> TrainSummary:
     """Train cfg's model on data_dir's training split into run_dir; with `resume`, continue the run
     from its newest checkpoint exactly where it stopped. `stop_at` ends (with a checkpoint) after that
-    many steps without changing the schedule, as an interruption would. Raises TrainingDiverged on a
-    non-finite loss, keeping the last checkpoint."""
+    many steps without changing the schedule, as an interruption would. `device` 'cpu' keeps a
+    GPU machine's run on the CPU. Raises TrainingDiverged on a non-finite loss, keeping the last
+    checkpoint."""
     from baselines.evaluate import evaluate
 
-    info = setup_distributed()
+    info = setup_distributed(device)
     run_dir = Path(run_dir)
     t_cfg, d_cfg = cfg["train"], cfg["data"]
     latest = latest_checkpoint(run_dir)
@@ -420,8 +431,19 @@ def train(
     loader = DataLoader(
         EpochSeededDataset(train_set), batch_size=batch_size, sampler=sampler, num_workers=d_cfg["workers"],
         drop_last=True, pin_memory=info.device.type == "cuda", persistent_workers=d_cfg["workers"] > 0,
-        generator=torch.Generator().manual_seed(seed),
+        generator=torch.Generator().manual_seed(seed), worker_init_fn=_ignore_sigint,
     )
+    # Ctrl-C in a single-process run: finish the step, write a checkpoint, stop (a second Ctrl-C aborts)
+    interrupted: list[bool] = []
+
+    def on_sigint(signum, frame):
+        if interrupted:
+            raise KeyboardInterrupt
+        interrupted.append(True)
+        bar.write("interrupted: finishing this step and saving a checkpoint (Ctrl-C again to abort)")
+
+    catch_sigint = info.world_size == 1 and threading.current_thread() is threading.main_thread()
+    previous_handler = signal.signal(signal.SIGINT, on_sigint) if catch_sigint else None
     try:
         while step < total and (stop_at is None or step < stop_at):
             epoch, offset = divmod(step, steps_per_epoch)
@@ -474,7 +496,7 @@ def train(
                             "elapsed_s": f"{now - t_start:.2f}",
                         })
                     window = {"t": now, "images": 0, "wait": 0.0}
-                if step % t_cfg["checkpoint_every"] == 0 or step == total or step == stop_at:
+                if step % t_cfg["checkpoint_every"] == 0 or step == total or step == stop_at or interrupted:
                     rngs = _gather_rng(info)
                     if info.is_main:
                         last_ckpt = save_checkpoint(run_dir, {
@@ -494,23 +516,25 @@ def train(
                     if info.world_size > 1:
                         dist.barrier()
                     model.train()
-                if step >= total or step == stop_at:
+                if step >= total or step == stop_at or interrupted:
                     break
                 t_wait = time.perf_counter()
+            if interrupted:
+                break
     finally:
         bar.close()
+        if catch_sigint:
+            signal.signal(signal.SIGINT, previous_handler)
     elapsed = time.perf_counter() - t_start
     return TrainSummary(
         steps=step, time_s=elapsed, images_per_s=images / elapsed if elapsed > 0 else 0.0,
         data_wait_share=wait_s / elapsed if elapsed > 0 else 0.0,
         final_loss=losses[-1] if losses else float("nan"), checkpoint=last_ckpt, losses=losses,
-        step_times=step_times,
+        step_times=step_times, interrupted=bool(interrupted),
     )
 
 
 def _write_history(run_dir: Path, history: list[dict]) -> None:
-    import json
-
     path = run_dir / "metrics.json"
     doc: dict = {}
     if path.is_file():
