@@ -177,7 +177,7 @@ def connect(backend: str, host: str, port: int, probe_timeout: float = 2.0, time
                 f"no CARLA server answered at {host}:{port} within {probe_timeout:g} s "
                 f"(start CarlaUE4.sh, check --host/--port, or use --backend offline)"
             )
-    with _c_stdout_silenced():  # pybullet prints its build time on import; the backend line comes first
+    with _quiet_fds():  # PyBullet prints a banner (on stderr) on import; the backend line comes first
         from carla_scenarios.offline import Client as OfflineClient
     client = OfflineClient(host, port)
     client.set_timeout(timeout)
@@ -186,21 +186,26 @@ def connect(backend: str, host: str, port: int, probe_timeout: float = 2.0, time
 
 
 @contextlib.contextmanager
-def _c_stdout_silenced():
-    sys.stdout.flush()
+def _quiet_fds():
+    """Silence C-level writes to stdout and stderr for the duration of a block."""
+    saved = []
     try:
-        fd = sys.stdout.fileno()
-    except (AttributeError, OSError, ValueError):  # captured or replaced stdout: nothing to silence
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                fd = stream.fileno()
+            except (AttributeError, OSError, ValueError):  # replaced stream (pytest capture, notebooks)
+                continue
+            stream.flush()
+            saved.append((fd, os.dup(fd)))
+        null = os.open(os.devnull, os.O_WRONLY)
+        for fd, _ in saved:
+            os.dup2(null, fd)
+        os.close(null)
         yield
-        return
-    saved = os.dup(fd)
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), fd)
-            yield
     finally:
-        os.dup2(saved, fd)
-        os.close(saved)
+        for fd, copy in saved:
+            os.dup2(copy, fd)
+            os.close(copy)
 
 
 def backend_name(description: str) -> str:

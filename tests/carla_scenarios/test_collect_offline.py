@@ -200,8 +200,10 @@ def test_killed_run_completes_with_resume(tmp_path):
     assert validate(part) != []
     assert all(validate(out / e["file"]) == [] for e in read_manifest(out))
 
-    result = subprocess.run(argv + ["--resume"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
+    result = subprocess.run(argv + ["--resume"], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout
+    assert result.stdout.splitlines()[0].startswith("backend: offline")  # first line, stderr included
     assert "already complete" in result.stdout
     entries = read_manifest(out)
     assert sorted(e["seed"] for e in entries) == [0, 1, 2]
