@@ -7,7 +7,8 @@ Cityscapes-style layout (`<name>` = `<town>_<scenario>_<seed>_<frame:06d>`):
     OUT/leftImg8bit/<split>/<town>/<name>_leftImg8bit.png            RGB
     OUT/gtFine/<split>/<town>/<name>_gtFine_labelTrainIds.png        uint8 train ids, 254 unknown, 255 void
     OUT/gtFine/<split>/<town>/<name>_gtFine_instanceIds.png          uint16: train id * 1000 + k on things
-        (train ids 11-18), 60000 + k on unknown objects, the train id elsewhere (k counts from 1 per frame)
+        (train ids 11-18), 60000 + k on unknown objects, the train id elsewhere (k counts the instances
+        of a class in the frame from 1)
     OUT/gtFine/<split>/<town>/<name>_gtFine_fineIds.png              uint8 fine unknown class (0 none)
     OUT/gtFine/<split>/<town>/<name>_gtFine_color.png                the train ids in Cityscapes colours
 
@@ -61,12 +62,15 @@ def _episodes(data_dir: Path, split: str | None) -> list[Path]:
 def instance_ids(train_ids: np.ndarray, instance: np.ndarray, fine: np.ndarray) -> np.ndarray:
     """Cityscapes-style uint16 instance map of one frame (see the module docstring)."""
     out = train_ids.astype(np.uint16)
-    things = (train_ids >= 11) & (train_ids <= 18)
-    for base, mask in ((None, things), (UNKNOWN_INSTANCE_BASE, fine > 0)):
+    for train_id in range(11, 19):
+        mask = train_ids == train_id
         values = np.unique(instance[mask])
         for k, v in enumerate(values[values > 0], start=1):
-            m = mask & (instance == v)
-            out[m] = (base + k) if base is not None else (train_ids[m].astype(np.uint16) * 1000 + k)
+            out[mask & (instance == v)] = train_id * 1000 + k
+    mask = fine > 0
+    values = np.unique(instance[mask])
+    for k, v in enumerate(values[values > 0], start=1):
+        out[mask & (instance == v)] = UNKNOWN_INSTANCE_BASE + k
     return out
 
 

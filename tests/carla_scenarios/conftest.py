@@ -1,7 +1,12 @@
-"""Fixtures of the collector tests: a fault-injecting wrapper around a CARLA-API client (the offline
-world's), whose camera drops a frame, whose tick raises, or which loses its server after some ticks."""
+"""Fixtures of the collector tests: a small dataset collected once through the CLI, and a fault-injecting
+wrapper around a CARLA-API client (the offline world's), whose camera drops a frame, whose tick raises,
+or which loses its server after some ticks."""
 
 from __future__ import annotations
+
+import contextlib
+import io
+from types import SimpleNamespace
 
 import pytest
 
@@ -103,3 +108,19 @@ def faulty_client(offline_client):
         return FaultyClient(offline_client, faults), faults
 
     return make
+
+
+@pytest.fixture(scope="session")
+def collected(tmp_path_factory):
+    """Six episodes (every scenario in a train and a test town), collected once through `vca-carla collect`
+    on the offline world; with the command line, its exit code and its standard output."""
+    from carla_scenarios import cli
+
+    out = tmp_path_factory.mktemp("data")
+    argv = ["collect", "--town", "Town01,Town02", "--scenario", "all", "--backend", "offline", "--out", str(out),
+            "--frames", "5", "--frame-step", "2", "--width", "128", "--height", "72", "--seed", "3",
+            "--vehicles", "3", "--walkers", "3"]
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        rc = cli.main(argv)
+    return SimpleNamespace(out=out, argv=argv, rc=rc, stdout=buf.getvalue())

@@ -31,20 +31,10 @@ SMALL = dict(frames=4, frame_step=2, width=96, height=64, vehicles=3, walkers=2)
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    """Three episodes (one per scenario, train and test towns) collected through the CLI."""
-    out = tmp_path_factory.mktemp("data")
-    argv = ["collect", "--town", "Town01,Town02", "--scenario", "all", "--backend", "offline", "--out", str(out),
-            "--frames", "5", "--frame-step", "2", "--width", "128", "--height", "72", "--seed", "3",
-            "--vehicles", "3", "--walkers", "3"]
-    return out, argv
-
-
-def test_cli_collects_valid_labelled_episodes(dataset, capsys):
-    out, argv = dataset
-    assert cli.main(argv) == 0
-    lines = capsys.readouterr().out.strip().splitlines()
+def test_cli_collects_valid_labelled_episodes(collected):
+    out = collected.out
+    assert collected.rc == 0
+    lines = collected.stdout.strip().splitlines()
     assert lines[0].startswith("backend: offline")
     assert lines[-1].startswith("collected 6 episodes") and " 0 collisions" in lines[-1] and str(out) in lines[-1]
     entries = read_manifest(out)
@@ -77,58 +67,13 @@ def test_cli_collects_valid_labelled_episodes(dataset, capsys):
     assert seen_all >= 5
 
 
-def test_resume_skips_complete_episodes(dataset, capsys):
-    out, argv = dataset
+def test_resume_skips_complete_episodes(collected, capsys):
+    out, argv = collected.out, collected.argv
     before = {p.name: p.stat().st_mtime_ns for p in (out / "episodes").glob("*.h5")}
     assert cli.main(argv + ["--resume"]) == 0
     text = capsys.readouterr().out
     assert "6 of 6 episodes already complete" in text and text.strip().splitlines()[-1].startswith("collected 0 episodes")
     assert before == {p.name: p.stat().st_mtime_ns for p in (out / "episodes").glob("*.h5")}
-
-
-def test_export_cityscapes_and_kitti_mots(dataset, tmp_path):
-    import cv2
-
-    from vca_data.formats.motion_labels import MotionLabels
-    from vca_data.formats.sequence import list_sequences, open_sequence
-
-    out, _ = dataset
-    assert cli.main(["export", str(out), "--format", "cityscapes", "--out", str(tmp_path / "cs")]) == 0
-    labels = sorted((tmp_path / "cs" / "gtFine").rglob("*_gtFine_labelTrainIds.png"))
-    assert len(labels) == 30
-    fine_pngs = sorted((tmp_path / "cs" / "gtFine").rglob("*_gtFine_fineIds.png"))
-    any_unknown = False
-    for lab, fin in zip(labels, fine_pngs, strict=True):
-        lab_img = cv2.imread(str(lab), cv2.IMREAD_UNCHANGED)
-        fin_img = cv2.imread(str(fin), cv2.IMREAD_UNCHANGED)
-        assert lab_img.dtype == np.uint8 and np.all((lab_img < 19) | (lab_img >= 254))
-        np.testing.assert_array_equal(lab_img == 254, fin_img > 0)  # each split's own unknowns are 254
-        any_unknown |= bool((lab_img == 254).any())
-    assert any_unknown
-
-    root = tmp_path / "km"
-    assert cli.main(["export", str(out), "--format", "kitti-mots", "--out", str(root)]) == 0
-    seqs = list_sequences(root)
-    assert len(seqs) == 6
-    truth = MotionLabels.load(root / "motion_truth.json")
-    for name in seqs:
-        seq = open_sequence(root, name)
-        assert seq.num_frames == 5 and seq.intrinsics is not None and seq.pose(0) is not None
-        assert seq.depth(0).dtype == np.float32
-        for track_id in seq.tracks():
-            assert track_id // 1000 in (1, 2)
-            assert truth.get(name, track_id) is not None and truth.get(name, track_id).source == "simulator"
-
-
-def test_exported_motion_truth_matches_actor_motion():
-    from carla_scenarios.export import motion_state
-
-    still = [[5.0, 5.0, 0, 0, 0, 0, 0]] * 4
-    moving = [[5.0 + 0.3 * i, 5.0, 0, 0, 3.0, 0, 0] for i in range(4)]
-    assert motion_state(still)[0] == "static" and motion_state(moving)[0] == "moving"
-    stops = [[5.0 + 0.3 * min(i, 3), 5.0, 0, 0, 3.0 if i < 3 else 0.0, 0, 0] for i in range(6)]
-    label, flags = motion_state(stops)
-    assert label == "moving" and flags == [True, True, True, False, False, False]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,59 @@
+"""Exports of collected episodes: the Cityscapes-style PNG tree and KITTI-MOTS-style motion sequences with
+the simulator's true moving/static labels, read back with the toolkit's own format readers."""
+
+import cv2
+import numpy as np
+
+from carla_scenarios import cli
+from carla_scenarios.export import instance_ids, motion_state
+from vca_data.formats.motion_labels import MotionLabels
+from vca_data.formats.sequence import list_sequences, open_sequence
+
+
+def test_export_cityscapes_and_kitti_mots(collected, tmp_path):
+    out = collected.out
+    assert collected.rc == 0
+    assert cli.main(["export", str(out), "--format", "cityscapes", "--out", str(tmp_path / "cs")]) == 0
+    labels = sorted((tmp_path / "cs" / "gtFine").rglob("*_gtFine_labelTrainIds.png"))
+    assert len(labels) == 30
+    fine_pngs = sorted((tmp_path / "cs" / "gtFine").rglob("*_gtFine_fineIds.png"))
+    any_unknown = False
+    for lab, fin in zip(labels, fine_pngs, strict=True):
+        lab_img = cv2.imread(str(lab), cv2.IMREAD_UNCHANGED)
+        fin_img = cv2.imread(str(fin), cv2.IMREAD_UNCHANGED)
+        assert lab_img.dtype == np.uint8 and np.all((lab_img < 19) | (lab_img >= 254))
+        np.testing.assert_array_equal(lab_img == 254, fin_img > 0)  # each split's own unknowns are 254
+        any_unknown |= bool((lab_img == 254).any())
+    assert any_unknown
+
+    root = tmp_path / "km"
+    assert cli.main(["export", str(out), "--format", "kitti-mots", "--out", str(root)]) == 0
+    seqs = list_sequences(root)
+    assert len(seqs) == 6
+    truth = MotionLabels.load(root / "motion_truth.json")
+    for name in seqs:
+        seq = open_sequence(root, name)
+        assert seq.num_frames == 5 and seq.intrinsics is not None and seq.pose(0) is not None
+        assert seq.depth(0).dtype == np.float32
+        for track_id in seq.tracks():
+            assert track_id // 1000 in (1, 2)
+            assert truth.get(name, track_id) is not None and truth.get(name, track_id).source == "simulator"
+
+
+def test_motion_truth_from_actor_states():
+    still = [[5.0, 5.0, 0, 0, 0, 0, 0]] * 4
+    moving = [[5.0 + 0.3 * i, 5.0, 0, 0, 3.0, 0, 0] for i in range(4)]
+    assert motion_state(still)[0] == "static" and motion_state(moving)[0] == "moving"
+    stops = [[5.0 + 0.3 * min(i, 3), 5.0, 0, 0, 3.0 if i < 3 else 0.0, 0, 0] for i in range(6)]
+    label, flags = motion_state(stops)
+    assert label == "moving" and flags == [True, True, True, False, False, False]
+
+
+def test_cityscapes_instance_ids():
+    train = np.array([[13, 13, 0, 11], [13, 254, 254, 11]], np.uint8)
+    inst = np.array([[7, 8, 0, 9], [7, 5, 5, 9]], np.uint32)
+    fine = np.array([[0, 0, 0, 0], [0, 3, 3, 0]], np.uint8)
+    out = instance_ids(train, inst, fine)
+    assert out.dtype == np.uint16
+    # car pixels of actors 7 and 8 get two car instances, the person its own, road keeps its train id
+    assert out.tolist() == [[13001, 13002, 0, 11001], [13001, 60001, 60001, 11001]]
