@@ -28,6 +28,17 @@ SEED..SEED+N-1. Towns and their splits: `vca-carla towns`; scenarios: `vca-carla
 Example: vca-carla collect --split train --scenario all --episodes 2 --frames 20 --out data
 """
 
+EPILOG_EXPORT = """\
+cityscapes: OUT/leftImg8bit/<split>/<town>/<episode>_<frame>_leftImg8bit.png and OUT/gtFine/<split>/<town>/
+  ..._gtFine_labelTrainIds.png (19 train ids, 254 unknown, 255 void), _gtFine_instanceIds.png (16-bit),
+  _gtFine_fineIds.png (fine unknown class) and _gtFine_color.png.
+kitti-mots: one sequence per episode (0000, 0001, ...; OUT/sequences.json names the episodes):
+  image_02/<seq>/<frame>.png, instances_txt/<seq>.txt and instances/<seq>/ (obj_id = class*1000 + n,
+  class 1 car, 2 pedestrian), depth/<seq>/ (uint16 metres*256), calib/<seq>.json, poses/<seq>.txt
+  (3x4 world_from_camera, OpenCV camera axes) and motion_truth.json (the simulator's moving/static
+  state of every track, in the annotator's motion_labels.json schema).
+"""
+
 
 def _names(text: str, allowed: list[str], what: str) -> list[str]:
     if text == "all":
@@ -191,7 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("towns", help="list towns per split")
     p.set_defaults(func=cmd_towns)
 
-    p = sub.add_parser("export", help="export a dataset to a Cityscapes or KITTI-MOTS style layout")
+    p = sub.add_parser("export", help="export a dataset to a Cityscapes or KITTI-MOTS style layout",
+                       epilog=EPILOG_EXPORT, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("data", help="dataset folder (with manifest.json)")
     p.add_argument("--format", required=True, choices=("cityscapes", "kitti-mots"))
     p.add_argument("--out", required=True)

@@ -100,17 +100,17 @@ class ActorRegistry:
             tid = a.type_id
             return 0 if tid.startswith("sensor.") else 1 if tid.startswith("controller.") else 2
 
-        actors = sorted(reversed(self.actors), key=order)
-        for actor in actors:
+        first_error = None
+        for actor in sorted(reversed(self.actors), key=order):
             try:
-                if actor.type_id.startswith("sensor."):
-                    actor.stop()
-                elif actor.type_id.startswith("controller."):
+                if actor.type_id.startswith(("sensor.", "controller.")):
                     actor.stop()
                 actor.destroy()
-            except Exception as e:
+            except Exception as e:  # a lost server fails every call: report once, not per actor
                 failed += 1
-                log.warning("could not destroy actor %s (%s): %s", getattr(actor, "id", "?"), getattr(actor, "type_id", "?"), e)
+                first_error = first_error or e
+        if failed:
+            log.warning("could not destroy %d of %d actors (%s)", failed, len(self.actors), first_error)
         self.actors = []
         return failed
 
