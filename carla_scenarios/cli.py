@@ -98,22 +98,30 @@ def cmd_collect(args) -> int:
     start = time.perf_counter()
     results, skipped = [], []
     for n, spec in enumerate(todo, 1):
+        failure = None
         with tqdm(total=options.frames, desc=f"[{n}/{len(todo)}] {spec.filename}", unit="frame",
                   leave=False, dynamic_ncols=True) as bar:
             try:
                 result = col.collect_episode(client, spec, options, out, backend, catalogue, progress=bar.update)
             except col.EpisodeSkipped as e:
+                failure = ("skipped", e)
+            except KeyboardInterrupt as e:
+                failure = ("interrupted", e)
+            except (RuntimeError, OSError) as e:
+                failure = ("error", e)
+        if failure is not None:  # reported after the progress bar is gone
+            kind, e = failure
+            if kind == "skipped":
                 skipped.append(spec)
-                tqdm.write(f"skipped {spec.filename}: {e}")
+                print(f"skipped {spec.filename}: {e}", flush=True)
                 continue
-            except KeyboardInterrupt:
-                print(f"\ninterrupted during {spec.filename}; its partial file was removed. "
+            if kind == "interrupted":
+                print(f"interrupted during {spec.filename}; its partial file was removed. "
                       f"Rerun the same command with --resume to finish the dataset in {out}.", file=sys.stderr)
                 return 130
-            except (RuntimeError, OSError) as e:
-                print(f"vca-carla: error: {spec.filename}: {e} (settings restored, actors destroyed; "
-                      f"rerun with --resume to continue)", file=sys.stderr)
-                return 1
+            print(f"vca-carla: error: {spec.filename}: {e} (the episode was discarded; rerun the same command "
+                  f"with --resume to continue)", file=sys.stderr)
+            return 1
         results.append(result)
         note = f", {len(result.collisions)} collision event(s)" if result.collisions else ""
         tqdm.write(f"{spec.filename}: {result.frames} frames, {len(result.unknown_objects)} unknown objects "

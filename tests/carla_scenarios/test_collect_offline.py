@@ -188,3 +188,18 @@ def test_ctrl_c_cleans_up_and_says_how_to_resume(tmp_path):
     assert stdout.startswith("backend: offline")
     time.sleep(0.5)  # the writer process ends on its own after the abort
     assert list((out / "episodes").glob("*")) == []
+
+
+def test_cli_reports_a_lost_server_without_traceback(faulty_client, monkeypatch, tmp_path, capsys):
+    from carla_scenarios import collector
+
+    client, _ = faulty_client("disconnect", at_tick=8)
+    monkeypatch.setattr(collector, "connect", lambda *a, **k: (client, "offline (fault-injecting wrapper)"))
+    rc = cli.main(["collect", "--town", "Town02", "--scenario", "parking", "--out", str(tmp_path), "--frames", "4",
+                   "--width", "64", "--height", "48", "--vehicles", "1", "--walkers", "1"])
+    captured = capsys.readouterr()
+    assert rc == 1 and "Traceback" not in captured.err
+    last = captured.err.strip().splitlines()[-1]
+    assert last.startswith("vca-carla: error: Town02_parking_0.h5:") and "waiting for the simulator" in last
+    assert "--resume" in last
+    assert not list(tmp_path.glob("episodes/*.h5"))
