@@ -5,11 +5,13 @@ annotator calls `run_proposals` from a worker thread.
 
 Per frame pair (i, i+1) the flow is computed with DIS. With depth, intrinsics and poses ("ego" mode)
 each pixel's 3-D motion in metres is measured (vca_data.flow.scene_flow), which compares near and far
-objects and sees motion along epipolar lines. Without them ("flow" mode) the background motion is
-fitted with RANSAC outside the instance masks, and two cues are combined: the Sampson distance to the
-background's epipolar geometry, and the homography residual at the object's ground contact (a static
-object touches the ground where the ground homography predicts; a car driving ahead does not, although
-it stays on its epipolar lines). A track's per-frame scores (1 = the decision threshold) go through
+objects and sees motion along epipolar lines; the flow itself is computed after warping the second
+frame by the ego flow, so near objects passing the camera stay within DIS's reach. Without them
+("flow" mode) the camera motion is fitted with RANSAC outside the instance masks (homography, and the
+essential matrix with K from the calibration or a guess), and two cues are combined: the Sampson
+distance to the background's epipolar geometry, and the difference to the flow the object would have
+if it were static and stood on the road plane (a car driving ahead stays on its epipolar lines but not
+on that prediction). A track's per-frame scores (1 = the decision threshold) go through
 hysteresis into moving/static frame states; the fraction of moving frames is the track's score, and
 tracks without a clear majority are left unlabelled for the annotator.
 """
@@ -58,7 +60,6 @@ class ProposalSettings:
     min_frames: int = 2               # fewer decided frames: no proposal unless the score is far off
     min_confidence: float = 0.5       # |2 * score - 1| below this: no proposal (ego mode) ...
     flow_min_confidence: float = 0.2  # ... flow mode, whose per-frame evidence flips more often
-    plane_frames: int = 7             # flow mode: road-plane estimates combined over this many frames
 
 
 @dataclass
@@ -225,8 +226,7 @@ def contact_depth(track: int, id_map: np.ndarray, K: np.ndarray, normal: np.ndar
 
 
 def flow_only_scores(flow: np.ndarray, id_map: np.ndarray, masks: dict[int, np.ndarray], exclude: np.ndarray,
-                     K: np.ndarray, settings: ProposalSettings, planes: list | None = None
-                     ) -> tuple[dict[int, float], np.ndarray]:
+                     K: np.ndarray, settings: ProposalSettings) -> tuple[dict[int, float], np.ndarray]:
     """Per-track scores of one frame pair from flow alone, and the homography-suppressed flow.
 
     Cue 1: Sampson distance of the mask's flow to the background's epipolar geometry (from the essential
@@ -238,9 +238,8 @@ def flow_only_scores(flow: np.ndarray, id_map: np.ndarray, masks: dict[int, np.n
     not on this prediction. Each cue is divided by (noise + a fraction of the flow expected there),
     which puts far and near objects on one scale; the larger cue wins. With a camera that does not
     translate the background homography explains every static point, and the residual to it is the
-    measure. `planes` carries the road-plane estimates of the previous frames (updated here): the
-    plane, in units of the camera's motion per frame, changes slowly, and a median over the last
-    frames is much steadier than one frame's fit."""
+    measure. The road plane is fitted per frame: in units of the camera's motion per frame it changes
+    whenever the car brakes or accelerates."""
     h, w = id_map.shape
     step = max(4, int(round(min(h, w) / 60)))
     background = vf.fit_background_motion(flow, exclude, step=step)
@@ -263,13 +262,6 @@ def flow_only_scores(flow: np.ndarray, id_map: np.ndarray, masks: dict[int, np.n
     depth = vf.triangulate_depth(x0, x1, K, motion)
     points = np.column_stack([(x0[:, 0] - K[0, 2]) / K[0, 0] * depth, (x0[:, 1] - K[1, 2]) / K[1, 1] * depth, depth])
     plane = vf.fit_ground_plane(points)
-    if planes is not None:
-        if plane is not None:
-            planes.append(np.append(plane[0] * plane[1], plane[1]))
-            del planes[:-settings.plane_frames]
-        if planes:
-            history = np.median(np.array(planes), axis=0)
-            plane = (history[:3] / np.linalg.norm(history[:3]), float(history[3]), 1.0)
     for track, mask in masks.items():
         scale = settings.flow_noise_px + settings.flow_relative * _robust(magnitude[mask])
         cues = [_robust(sampson[mask]) / scale]
@@ -344,7 +336,6 @@ def propose_sequence(seq: MotionSequence, mode: str = "auto", preset: str = PROP
     track_frames = {t: set(track.frames) for t, track in tracks.items()}
     labelled = set(seq.labelled_frames)
     K = seq.intrinsics if seq.intrinsics is not None else default_intrinsics(seq.height, seq.width)
-    planes: list[np.ndarray] = []
     images: dict[int, np.ndarray] = {}
     for i, j in _frame_pairs(seq, all_frames=flow_dir is not None):
         for k in (i, j):
@@ -371,7 +362,7 @@ def propose_sequence(seq: MotionSequence, mode: str = "auto", preset: str = PROP
         else:
             kernel = np.ones((9, 9), np.uint8)
             exclude = cv2.dilate(((id_map > 0) | seq.crowd_mask(i)).astype(np.uint8), kernel) > 0
-            scores, suppressed = flow_only_scores(flow, id_map, masks, exclude, K, settings, planes)
+            scores, suppressed = flow_only_scores(flow, id_map, masks, exclude, K, settings)
         for track, score in scores.items():
             if track in frame_scores and i in track_frames[track] and np.isfinite(score):
                 frame_scores[track][i] = score
@@ -479,8 +470,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                     "overwritten; tracks without clear evidence are left unlabelled. Modes: 'ego' uses "
                     "depth (DIR/depth/<seq>/<frame>.png, metres*256), intrinsics (DIR/calib/<seq>.json) "
                     "and poses (DIR/poses/<seq>.txt) to measure each object's 3-D motion; 'flow' needs "
-                    "only the images (RANSAC background fit, Sampson distance and ground-contact "
-                    "homography residual); 'auto' uses ego where those files exist.",
+                    "only the images (RANSAC background fit, Sampson distance to the camera's epipolar "
+                    "geometry, and the flow a static object standing on the road would have; K from "
+                    "DIR/calib when present); 'auto' uses ego where those files exist.",
         epilog="With --flow-dir FLOWDIR the flow of every frame is also saved as a Middlebury colour PNG, "
                "in the layout VCANet reads: FLOWDIR/flow/<seq>/<frame:06d>.png (flow from frame i to "
                "i+1) and FLOWDIR/flow_suppressed/<seq>/<frame:06d>.png (ego flow subtracted), where "
