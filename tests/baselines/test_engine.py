@@ -12,9 +12,11 @@ from baselines.config import ConfigError, build_config
 from baselines.engine import (
     RunError,
     TrainingDiverged,
+    build_model,
     latest_checkpoint,
     load_checkpoint,
     lr_factor,
+    seed_everything,
     spawn_train,
     train,
 )
@@ -66,14 +68,21 @@ def test_resume_continues_exactly(open_set_data, micro_config, tmp_path):
 
 def test_ddp_two_processes_match_one(open_set_data, micro_config, tmp_path):
     # 2 processes x 1 image per step see the same images as 1 process x 2 (DistributedSampler order);
-    # GroupNorm keeps the batch statistics out of it, so the loss trajectories agree.
-    single = train(micro_config("prototype", "train.iters=3", "model.second_stream=null"), tmp_path / "one", open_set_data, progress=False)
-    losses = spawn_train(2, micro_config("prototype", "train.iters=3", "data.batch_size=1", "model.second_stream=null"), tmp_path / "two",
-                         open_set_data, port=_free_port())
+    # GroupNorm keeps batch statistics out of it, so losses and weights agree.
+    cfg = micro_config("prototype", "train.iters=3", "model.second_stream=null")
+    single = train(cfg, tmp_path / "one", open_set_data, progress=False)
+    ddp_cfg = micro_config("prototype", "train.iters=3", "data.batch_size=1", "model.second_stream=null")
+    losses = spawn_train(2, ddp_cfg, tmp_path / "two", open_set_data, port=_free_port())
     assert len(losses) == 3
-    assert losses == pytest.approx(single.losses, rel=0.02)
-    assert losses[-1] != losses[0]  # it trained
-    assert latest_checkpoint(tmp_path / "two").name == "step_0000003.pt"
+    assert losses == pytest.approx(single.losses, rel=1e-4)
+    seed_everything(cfg["train"]["seed"])
+    initial = build_model(cfg).state_dict()
+    a = load_checkpoint(latest_checkpoint(tmp_path / "one"))["model"]
+    b = load_checkpoint(latest_checkpoint(tmp_path / "two"))["model"]
+    moved = max(float((a[k] - v).abs().max()) for k, v in initial.items() if v.is_floating_point())
+    gap = max(float((a[k] - b[k]).abs().max()) for k in a if a[k].is_floating_point())
+    # per-rank loss means over differing void counts make the updates differ slightly, not the steps
+    assert moved > 1e-4 and gap < 0.01 * moved
 
 
 def test_nan_loss_stops_with_step_and_keeps_checkpoint(open_set_data, micro_config, tmp_path):
