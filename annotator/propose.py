@@ -54,7 +54,8 @@ class ProposalSettings:
     flow_sigma_px: float = 0.5       # ego mode: flow error assumed when judging depth changes
     min_kept: float = 0.3             # fraction of a mask that must land on the same track in the next frame
     flow_noise_px: float = 0.28       # flow mode: residual (px) that counts as moving ...
-    flow_relative: float = 0.055      # ... plus this fraction of the flow expected at the object
+    flow_relative: float = 0.055      # ... plus this fraction of the flow expected at the object (of its
+    flow_error: float = 0.02          # translational part for the ground cue, plus this of all of it)
     high: float = 1.2                 # hysteresis: a frame turns moving above this score ...
     low: float = 0.85                 # ... and static below this; in between it keeps the last state
     min_frames: int = 2               # fewer decided frames: no proposal unless the score is far off
@@ -276,8 +277,12 @@ def flow_only_scores(flow: np.ndarray, id_map: np.ndarray, masks: dict[int, np.n
             pixels = mask[box] & valid
             if pixels.sum() >= settings.min_pixels // 2:
                 residual = np.linalg.norm(flow[box][pixels] - predicted[pixels], axis=1)
-                expected = settings.flow_noise_px + settings.flow_relative * _robust(
-                    np.linalg.norm(predicted[pixels], axis=1))
+                # The guessed depth only scales the translational part of the prediction; the rotation
+                # part is exact, so the tolerance follows the former (and DIS's error the whole flow).
+                rotation = vf.rotation_flow(K_box, motion, *pixels.shape)
+                translational = np.linalg.norm(predicted[pixels] - rotation[pixels], axis=1)
+                expected = (settings.flow_noise_px + settings.flow_relative * _robust(translational)
+                            + settings.flow_error * _robust(np.linalg.norm(predicted[pixels], axis=1)))
                 cues.append(_robust(residual) / expected)
         scores[track] = max(cues)
     return scores, suppressed
