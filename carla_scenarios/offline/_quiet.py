@@ -1,5 +1,5 @@
-"""Silence C-level writes to standard output for the duration of a block (PyBullet's import banner),
-so command-line tools keep control of their first line of output."""
+"""Silence C-level writes to standard output and error for the duration of a block (PyBullet's import
+banner), so command-line tools keep control of their first line of output."""
 
 from __future__ import annotations
 
@@ -10,19 +10,22 @@ from contextlib import contextmanager
 
 
 @contextmanager
-def quiet_stdout() -> Iterator[None]:
+def quiet_fds() -> Iterator[None]:
+    saved: list[tuple[int, int]] = []
     try:
-        fd = sys.stdout.fileno()
-    except (AttributeError, OSError, ValueError):  # replaced stdout (pytest capture, notebooks)
-        yield
-        return
-    sys.stdout.flush()
-    saved = os.dup(fd)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, fd)
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                fd = stream.fileno()
+            except (AttributeError, OSError, ValueError):  # replaced stream (pytest capture, notebooks)
+                continue
+            stream.flush()
+            saved.append((fd, os.dup(fd)))
+        null = os.open(os.devnull, os.O_WRONLY)
+        for fd, _ in saved:
+            os.dup2(null, fd)
+        os.close(null)
         yield
     finally:
-        os.dup2(saved, fd)
-        os.close(saved)
-        os.close(devnull)
+        for fd, copy in saved:
+            os.dup2(copy, fd)
+            os.close(copy)

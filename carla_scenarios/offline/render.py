@@ -24,9 +24,9 @@ import numpy as np
 
 from vca_data.labels import TAG
 
-from ._quiet import quiet_stdout
+from ._quiet import quiet_fds
 
-with quiet_stdout():  # PyBullet prints a build-time banner on import; the CLI's first line is its own
+with quiet_fds():  # PyBullet prints a build-time banner on import; the CLI's first line is its own
     import pybullet
 
 from .shapes import Box, bullet_quaternion, rotation_matrix, to_bullet_position, to_bullet_rotation
