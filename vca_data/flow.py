@@ -214,7 +214,7 @@ def make_color_wheel() -> np.ndarray:
 
 
 COLOR_WHEEL = make_color_wheel()
-_WHEEL_CHANNELS = [np.ascontiguousarray(COLOR_WHEEL[:, c] / 255.0, np.float32) for c in range(3)]
+_WHEEL_ROW = np.ascontiguousarray(np.vstack([COLOR_WHEEL, COLOR_WHEEL[:1]])[None] / 255.0, np.float32)
 
 
 def flow_to_color(flow: np.ndarray, max_magnitude: float | None = None) -> np.ndarray:
@@ -222,7 +222,8 @@ def flow_to_color(flow: np.ndarray, max_magnitude: float | None = None) -> np.nd
 
     `max_magnitude` is the magnitude (px) that maps to full saturation: None normalises each frame by
     its own largest magnitude (display); a fixed number keeps one scale across frames (network input).
-    Magnitudes beyond it keep their hue and are darkened, as in the reference code. NaN shows as 0 flow."""
+    Magnitudes beyond it keep their hue and are darkened, as in the reference code. NaN shows as 0 flow.
+    Channels are within one level of the reference computeColor (hue interpolation in 1/32 steps)."""
     flow = _check_flow(flow)
     u = flow[..., 0].copy()
     v = flow[..., 1].copy()
@@ -241,24 +242,16 @@ def flow_to_color(flow: np.ndarray, max_magnitude: float | None = None) -> np.nd
     fk *= np.float32(1.0 / np.pi)
     fk += np.float32(1.0)
     fk *= np.float32((ncols - 1) / 2)
-    k0 = fk.astype(np.int32)
-    f = fk - k0
-    k1 = k0 + 1
-    k1[k1 == ncols] = 0
+    # Linear interpolation between neighbouring wheel hues, done by remap over a one-row wheel image
+    # whose extra last entry repeats the first (the wrap-around of k1 = k0 + 1).
+    hue = cv2.remap(_WHEEL_ROW, fk, np.zeros_like(fk), cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     # Inside the unit disc colour = 1 - rad * (1 - hue) = (1 - rad) + rad * hue; outside 0.75 * hue.
     inside = rad <= 1.0
-    offset = np.where(inside, np.float32(1.0) - rad, np.float32(0.0))
-    gain = np.where(inside, rad, np.float32(0.75))
-    rgb = np.empty(flow.shape[:2] + (3,), np.uint8)
-    for c in range(3):
-        channel = _WHEEL_CHANNELS[c]
-        c0 = np.take(channel, k0)
-        hue = c0 + f * (np.take(channel, k1) - c0)
-        hue *= gain
-        hue += offset
-        hue *= np.float32(255.0)
-        rgb[..., c] = hue  # truncation = floor for these non-negative values
-    return rgb
+    gain = np.where(inside, rad, np.float32(0.75)) * np.float32(255.0)
+    offset = np.where(inside, (np.float32(1.0) - rad) * np.float32(255.0), np.float32(0.0))
+    rgb = hue * gain[..., None]
+    rgb += offset[..., None]
+    return rgb.astype(np.uint8)  # truncation = floor for these non-negative values
 
 
 def color_to_flow(rgb: np.ndarray, max_magnitude: float = 1.0) -> np.ndarray:
