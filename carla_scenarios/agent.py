@@ -124,6 +124,7 @@ class AvoidingAgent:
         self.last_gap = math.inf
         self.blocker: str | None = None  # kind of the obstacle that limits the chosen corridor
         self.gaps: dict[float, float] = {}
+        self.gap_here = math.inf
         self.progress = 0.0  # the ego's arc length along the route at the last step
         self._blocker: dict[float, str | None] = {}
 
@@ -162,15 +163,15 @@ class AvoidingAgent:
         """Distance from the ego's front to the first obstacle on the way to lateral offset `offset`;
         inf if clear within the lookahead. The ego's centre is taken to move linearly from its lateral
         position to the offset over a transition length (pure pursuit converges within about 1.5 of
-        its look-ahead distances); an obstacle blocks if it overlaps the band that the ego sweeps
-        while its box passes the obstacle's extent along the route."""
+        its look-ahead distances, or twice as fast); an obstacle blocks if it overlaps the band that the
+        ego sweeps while its box passes the obstacle's extent along the route."""
         hw = self.half_width + self.margin
         hl = self.half_length
         front = ego_s + hl
         transition = 1.5 * self.pursuit_distance(speed) + 2.0
 
-        def t_at(ahead: float) -> float:
-            return ego_t + (offset - ego_t) * min(1.0, max(ahead, 0.0) / transition)
+        def t_at(ahead: float, length: float) -> float:
+            return ego_t + (offset - ego_t) * min(1.0, max(ahead, 0.0) / length)
 
         best, self._blocker[offset] = math.inf, None
         for s_min, s_max, t_min, t_max, kind in rows:
@@ -180,8 +181,9 @@ class AvoidingAgent:
                 continue
             if s_max < ego_s - hl and abs(offset - ego_t) < 0.5:
                 continue  # traffic behind in our own lane is its business; it matters only when moving over
-            ta, tb = t_at(s_min - ego_s - hl), t_at(s_max - ego_s + hl)
-            if t_max > min(ta, tb) - hw and t_min < max(ta, tb) + hw:
+            # a slow and a quick move over (pure pursuit converges fastest at first): the band covers both
+            ts = [t_at(d, length) for d in (s_min - ego_s - hl, s_max - ego_s + hl) for length in (transition, 0.5 * transition)]
+            if t_max > min(ts) - hw and t_min < max(ts) + hw:
                 if max(s_min - front, 0.0) < best:
                     best, self._blocker[offset] = max(s_min - front, 0.0), kind
         return best
@@ -208,6 +210,7 @@ class AvoidingAgent:
         lookahead = max(15.0, speed * speed / (2 * COMFORT_DECEL) + 2.0 * speed + 6.0)
         reach = lookahead + ONCOMING_EXTRA_M + self.half_length + 2 * PREDICTION_S * 15.0  # anything that can reach us
         rows = self._footprints(obstacles, ego_s, ego_xy, reach)
+        self._blocker = {}
         options = self._lane_offsets(ego_s)
         options.setdefault(self.offset, 0.0)
         gaps = {o: self._free_distance(rows, ego_s, ego_t, o, lookahead, speed) for o, extra in options.items() if not extra}
@@ -228,6 +231,8 @@ class AvoidingAgent:
             choice = free[0] if free else max(gaps, key=lambda o: (gaps[o], o == self.offset))
         self.offset = choice
         self.gaps = gaps
+        # what lies ahead if the ego kept its current lateral position (limits the speed of a move over)
+        self.gap_here = self._free_distance(rows, ego_s, ego_t, ego_t, lookahead, speed)
         self.blocker = self._blocker.get(choice)
         return choice, gaps[choice]
 
@@ -251,7 +256,7 @@ class AvoidingAgent:
         target = min(self.target_speed, self.speed_limit, stopping_speed(min(gap - standoff, remaining - STANDOFF_M)))
         if abs(offset - t) > 0.5:
             target = min(target, 0.8 * self.target_speed)  # take lane changes a little slower
-            ahead = self.gaps.get(0.0, math.inf)
+            ahead = self.gap_here
             if math.isfinite(ahead):
                 # pulling out close to an obstacle: slow enough that the move completes before it
                 target = min(target, max(1.0, (ahead - 2.0) / 1.5 - 3.0))

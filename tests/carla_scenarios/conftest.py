@@ -103,11 +103,22 @@ def offline_client():
 
 @pytest.fixture
 def faulty_client(offline_client):
+    """Factory of fault-injecting clients. Afterwards the world is reset as a restarted server would be
+    (a lost server leaves actors and synchronous mode behind), so later tests start clean."""
+    world = offline_client.get_world()
+    before = {a.id for a in world.get_actors()}
+    settings = world.get_settings()
+
     def make(kind: str, at_tick: int, sensor: str = "sensor.camera.depth"):
         faults = Faults(kind, at_tick, sensor)
         return FaultyClient(offline_client, faults), faults
 
-    return make
+    yield make
+    world = offline_client.get_world()
+    for actor in world.get_actors():
+        if actor.id not in before:
+            actor.destroy()
+    world.apply_settings(settings)
 
 
 @pytest.fixture(scope="session")
