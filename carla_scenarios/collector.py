@@ -19,7 +19,6 @@ import logging
 import math
 import os
 import shutil
-import sys
 import time
 import zlib
 from collections.abc import Callable
@@ -177,35 +176,11 @@ def connect(backend: str, host: str, port: int, probe_timeout: float = 2.0, time
                 f"no CARLA server answered at {host}:{port} within {probe_timeout:g} s "
                 f"(start CarlaUE4.sh, check --host/--port, or use --backend offline)"
             )
-    with _quiet_fds():  # PyBullet prints a banner (on stderr) on import; the backend line comes first
-        from carla_scenarios.offline import Client as OfflineClient
+    from carla_scenarios.offline import Client as OfflineClient  # silences PyBullet's import banner
     client = OfflineClient(host, port)
     client.set_timeout(timeout)
     why = "" if backend == "offline" else f", no CARLA server at {host}:{port}"
     return client, f"offline (in-process PyBullet world{why})"
-
-
-@contextlib.contextmanager
-def _quiet_fds():
-    """Silence C-level writes to stdout and stderr for the duration of a block."""
-    saved = []
-    try:
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                fd = stream.fileno()
-            except (AttributeError, OSError, ValueError):  # replaced stream (pytest capture, notebooks)
-                continue
-            stream.flush()
-            saved.append((fd, os.dup(fd)))
-        null = os.open(os.devnull, os.O_WRONLY)
-        for fd, _ in saved:
-            os.dup2(null, fd)
-        os.close(null)
-        yield
-    finally:
-        for fd, copy in saved:
-            os.dup2(copy, fd)
-            os.close(copy)
 
 
 def backend_name(description: str) -> str:
