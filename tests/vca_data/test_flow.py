@@ -1,5 +1,5 @@
 """Tests of vca_data.flow: flow files, colour coding, DIS flow, ego flow, background fit and Sampson
-distance, on small scenes rendered here by ray casting (textured ground plane and boxes) so that the
+distance, on small scenes ray cast by vca_data.synthetic (textured ground plane and boxes) so that the
 true flow, depth and pose are known."""
 
 from __future__ import annotations
@@ -9,26 +9,17 @@ import math
 import cv2
 import numpy as np
 import pytest
-from scipy.ndimage import gaussian_filter
 
 from vca_data import flow as vf
+from vca_data.synthetic import DrivingBox, driving_textures, render_driving_frame
 
 H, W = 120, 200
 K = np.array([[150.0, 0.0, 100.0], [0.0, 150.0, 60.0], [0.0, 0.0, 1.0]])
 CAMERA_HEIGHT = 1.5  # world frame = first camera frame: y down, ground plane at y = CAMERA_HEIGHT
 
 
-def _texture(seed: int, size: int = 256) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    tex = np.zeros((size, size), np.float32)
-    for sigma, weight in ((1.0, 0.5), (3.0, 1.0), (8.0, 1.5)):
-        layer = gaussian_filter(rng.random((size, size), np.float32), sigma, mode="wrap")
-        tex += weight * (layer - layer.mean()) / (layer.std() + 1e-6)
-    return np.clip(128 + 40 * tex, 0, 255).astype(np.float32)
-
-
-GROUND_TEXTURE = _texture(1)
-BOX_TEXTURE = _texture(2)
+TEXTURES = driving_textures(seed=1)
+GROUND_TEXTURE = TEXTURES[0] * 255  # 0..255 grey levels for the hand-made DIS pair
 
 
 def _sample(tex: np.ndarray, a: np.ndarray, b: np.ndarray, pixels_per_metre: float) -> np.ndarray:
@@ -44,49 +35,15 @@ def translation(x: float = 0.0, y: float = 0.0, z: float = 0.0) -> np.ndarray:
     return T
 
 
-def _cast(world_from_camera: np.ndarray, boxes: list[tuple[np.ndarray, np.ndarray]], scale: int
-          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    h, w = H * scale, W * scale
-    ys, xs = (np.mgrid[0:h, 0:w].astype(np.float64) + 0.5) / scale - 0.5
-    rays_cam = np.stack([(xs - K[0, 2]) / K[0, 0], (ys - K[1, 2]) / K[1, 1], np.ones_like(xs)], -1)
-    R, origin = world_from_camera[:3, :3], world_from_camera[:3, 3]
-    rays = rays_cam @ R.T
-    with np.errstate(divide="ignore", invalid="ignore"):
-        s_best = (CAMERA_HEIGHT - origin[1]) / rays[..., 1]
-    s_best[~(s_best > 0)] = np.inf
-    ids = np.zeros((h, w), np.int32)
-    image = np.full((h, w), 90.0, np.float32)
-    ground = np.isfinite(s_best)
-    hit = origin + rays * np.where(ground, s_best, 0)[..., None]
-    image[ground] = _sample(GROUND_TEXTURE, hit[..., 0], hit[..., 2], 8.0)[ground]
-    for index, (lo, hi) in enumerate(boxes):
-        with np.errstate(divide="ignore", invalid="ignore"):
-            t1 = (lo - origin) / rays
-            t2 = (hi - origin) / rays
-        t_near = np.nanmax(np.minimum(t1, t2), axis=-1)
-        t_far = np.nanmin(np.maximum(t1, t2), axis=-1)
-        inside = (t_near <= t_far) & (t_near > 0) & (t_near < s_best)
-        s_best[inside] = t_near[inside]
-        ids[inside] = index + 1
-        p = origin + rays * np.where(inside, t_near, 0)[..., None]
-        # Texture each face with its two in-plane coordinates: x-faces use (z, y), others (x, y or z).
-        on_x = np.isclose(p[..., 0], lo[0]) | np.isclose(p[..., 0], hi[0])
-        on_y = np.isclose(p[..., 1], lo[1]) | np.isclose(p[..., 1], hi[1])
-        a = np.where(on_x, p[..., 2], p[..., 0]) - lo[0] - lo[2]
-        b = np.where(on_y, p[..., 2], p[..., 1]) - lo[1]
-        image[inside] = _sample(BOX_TEXTURE, a, b, 16.0)[inside]
-    depth = np.where(np.isfinite(s_best), s_best, 0.0).astype(np.float32)  # rays have z = 1
-    return image, depth, ids
-
-
 def render(world_from_camera: np.ndarray, boxes: list[tuple[np.ndarray, np.ndarray]]
            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Gray image (2x2 supersampled), depth (z, metres) and box index map (0 ground, i+1 box i) of a
-    textured ground plane and axis-aligned boxes given as (min corner, max corner) in world coordinates."""
-    fine, _, _ = _cast(world_from_camera, boxes, 2)
-    _, depth, ids = _cast(world_from_camera, boxes, 1)
-    image = cv2.resize(fine, (W, H), interpolation=cv2.INTER_AREA)
-    return np.clip(image + 0.5, 0, 255).astype(np.uint8), depth, ids
+    textured ground plane and static axis-aligned boxes given as (min corner, max corner) in world
+    coordinates (vca_data.synthetic's driving-scene ray caster)."""
+    scene = [DrivingBox(np.asarray(lo, float), np.asarray(hi, float), np.zeros(3), k + 1, 2)
+             for k, (lo, hi) in enumerate(boxes)]
+    rgb, depth, ids = render_driving_frame(scene, 0, world_from_camera, K, H, W, TEXTURES, ground_y=CAMERA_HEIGHT)
+    return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), depth, ids
 
 
 # -------------------------------------------------------------------------------------------- files
@@ -218,7 +175,7 @@ def test_fixed_normaliser_keeps_one_scale_and_per_frame_saturates():
 
 def test_dis_flow_recovers_a_moving_box():
     background = _sample(GROUND_TEXTURE, *np.mgrid[0:H, 0:W][::-1].astype(np.float32), 1.0)
-    patch = _sample(BOX_TEXTURE, *np.mgrid[0:30, 0:40][::-1].astype(np.float32), 1.0)
+    patch = _sample(TEXTURES[2] * 255, *np.mgrid[0:30, 0:40][::-1].astype(np.float32), 1.0)
     first, second = background.copy(), background.copy()
     first[30:60, 50:90] = patch
     second[28:58, 54:94] = patch  # the box moves by (dx, dy) = (4, -2)
