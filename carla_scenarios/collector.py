@@ -34,7 +34,14 @@ from carla_scenarios.recorder import EpisodeRecorder
 from carla_scenarios.rig import ActorRegistry, SensorRig, SynchronousMode
 from carla_scenarios.route import Route, lane_route
 from carla_scenarios.scenarios import Layout, plan_layout, world_pose
-from vca_data.episodes import EPISODES_DIR, episode_filename, read_manifest, update_manifest, validate
+from vca_data.episodes import (
+    EPISODES_DIR,
+    POSE_CONVENTION,
+    episode_filename,
+    read_manifest,
+    update_manifest,
+    validate,
+)
 from vca_data.io import atomic_write_json
 from vca_data.labels import SCENARIOS, Catalogue, default_catalogue, normalize_town
 
@@ -562,7 +569,7 @@ def collect_episode(client, spec: EpisodeSpec, options: CollectOptions, data_dir
             "intrinsics": decode.intrinsics(options.width, options.height, options.fov).tolist(),
             "extrinsics": decode.vehicle_from_camera(mount.get_matrix()).tolist(),
             "dt": options.dt, "frame_step": options.frame_step, "unknown_objects": unknown_objects,
-            "pose_convention": decode.POSE_CONVENTION,
+            "pose_convention": POSE_CONVENTION,
             "instance_encoding": "actor id & 0xFFFF (CARLA instance camera: G + 256 B)",
             "ego": {"actor_id": int(ego.id), "blueprint": ego_bp.id},
             "npc_vehicles": len(npc_vehicles), "npc_walkers": len(npc_walkers) + len(scene_walkers),

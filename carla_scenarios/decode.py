@@ -16,11 +16,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-POSE_CONVENTION = (
-    "ego_pose = world_from_camera; world = CARLA world with y negated (x forward, y left, z up, "
-    "right-handed, metres); camera = OpenCV (x right, y down, z forward)"
-)
-
 # OpenCV camera axes expressed in Unreal camera axes: UE (x fwd, y right, z up) = [z_cv, x_cv, -y_cv].
 UE_FROM_CV = np.array(
     [[0.0, 0.0, 1.0, 0.0], [1.0, 0.0, 0.0, 0.0], [0.0, -1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]]

@@ -35,6 +35,11 @@ from vca_data.labels import SPLITS, normalize_town
 
 FORMAT_NAME = "vca-episode"
 FORMAT_VERSION = 1
+#: How `ego_pose` and `extrinsics` are to be read; writers store it in the `pose_convention` attribute.
+POSE_CONVENTION = (
+    "ego_pose = world_from_camera; world = CARLA world with y negated (x forward, y left, z up, "
+    "right-handed, metres); camera = OpenCV (x right, y down, z forward)"
+)
 MANIFEST_NAME = "manifest.json"
 EPISODES_DIR = "episodes"
 PART_SUFFIX = ".part"

@@ -3,7 +3,8 @@ before (or without) a simulator: a straight street rendered by ray casting from 
 camera, with road, lane markings, sidewalks, buildings, trees, sky, a parked car and one or two
 unknown objects of the town's split (fine-grained ids and blueprints from the catalogue).
 
-Geometry follows the collector's conventions: CARLA world axes (x forward, y right, z up, metres), a
+Geometry: the scene is laid out in CARLA world axes (x forward, y right, z up, metres); poses follow
+vca_data.episodes.POSE_CONVENTION (right-handed world, CARLA's with y negated), like the collector's; a
 pinhole camera from the horizontal field of view (f = w / (2 tan(fov/2))), depth as z-depth in metres
 (1000 for the sky, CARLA's far plane), `ego_pose` = world from camera with OpenCV camera axes
 (x right, y down, z forward), props tagged Static (20) as CARLA tags spawned props.
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vca_data.episodes import EPISODES_DIR, EpisodeWriter, episode_filename
+from vca_data.episodes import EPISODES_DIR, POSE_CONVENTION, EpisodeWriter, episode_filename
 from vca_data.labels import CARLA_PALETTE, TAG, Catalogue, default_catalogue, normalize_town
 
 CAMERA_HEIGHT = 1.6       # metres above the road
@@ -28,8 +29,9 @@ ROAD_HALF_WIDTH = 3.5
 SIDEWALK_OUTER = 6.0
 CAR_ACTOR_ID = 120
 
-# OpenCV camera axes (x right, y down, z forward) expressed in CARLA world axes (x fwd, y right, z up).
-WORLD_FROM_CV = np.array([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
+# OpenCV camera axes (x right, y down, z forward) in the episodes' right-handed world (CARLA's with y
+# negated: x forward, y left, z up), as POSE_CONVENTION states: a proper rotation.
+WORLD_FROM_CV = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
 
 # Rough prop sizes (forward, lateral, height in metres) by catalogue shape.
 SHAPE_SIZE = {
@@ -176,7 +178,7 @@ def make_synthetic_episode(data_dir: Path, town: str = "Town01", scenario: str =
         "town": town, "scenario": scenario, "split": split, "seed": int(seed),
         "weather": {"preset": "ClearNoon", "cloudiness": 5.0, "precipitation": 0.0, "sun_altitude_angle": 45.0},
         "backend": "synthetic", "fov": fov, "intrinsics": intrinsics(width, height, fov).tolist(),
-        "extrinsics": extrinsics.tolist(), "dt": DT, "frame_step": 1, "unknown_objects": unknown_objects,
+        "extrinsics": extrinsics.tolist(), "pose_convention": POSE_CONVENTION, "dt": DT, "frame_step": 1, "unknown_objects": unknown_objects,
     }
     path = Path(data_dir) / EPISODES_DIR / episode_filename(town, scenario, seed)
     rng = np.random.default_rng([seed, 11])
