@@ -31,6 +31,7 @@ DEFAULTS: dict = {
         "embed_dim": 256,
         "num_convs": 4,
         "eps": 1.0,
+        "unknown_weight": 1.0,       # cross-entropy weight of unknown pixels; 1 = the paper
         "contrastive": {"proj_dim": 128, "temperature": 0.07, "weight": 0.1, "per_class": 64},
     },
     "data": {
@@ -59,6 +60,7 @@ DEFAULTS: dict = {
         "grad_clip": 0.0,            # max gradient norm, 0 = off
         "amp": True,                 # mixed precision, used on CUDA only
         "seed": 0,
+        "threads": 0,                # CPU threads of torch per process, 0 = torch's default
         "log_every": 20,
         "checkpoint_every": 1000,
         "keep_checkpoints": 2,
@@ -242,7 +244,7 @@ def validate(cfg: dict, source: str = "config") -> dict:
     for key in ("lr", "log_every", "checkpoint_every", "keep_checkpoints", "eval_max_images"):
         if t[key] <= 0:
             raise ConfigError(f"{source}: train.{key} must be positive, got {t[key]}")
-    for key in ("momentum", "weight_decay", "warmup_iters", "grad_clip", "eval_every"):
+    for key in ("momentum", "weight_decay", "warmup_iters", "grad_clip", "eval_every", "threads"):
         if t[key] < 0:
             raise ConfigError(f"{source}: train.{key} must not be negative, got {t[key]}")
     if e["batch_size"] < 1 or e["frame_step"] < 1 or e["workers"] < 0:

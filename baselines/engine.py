@@ -359,10 +359,9 @@ def train(
         raise RunError(f"{run_dir}: no checkpoint to resume from (expected {run_dir / 'checkpoints'}/step_*.pt)")
     if not resume and latest is not None:
         raise RunError(f"{run_dir} already holds a run ({latest.name}); pass --resume to continue it or choose a new --out")
-    if info.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, run_dir / "config.yaml")
 
+    if t_cfg["threads"] > 0 and info.device.type == "cpu":
+        torch.set_num_threads(int(t_cfg["threads"]))
     seed = int(t_cfg["seed"])
     seed_everything(seed)  # identical initial weights on every rank
     model = build_model(cfg).to(info.device)
@@ -380,6 +379,9 @@ def train(
             data_dir, split=d_cfg["eval_split"], scenarios=d_cfg["scenarios"], transform=eval_transform(cfg),
             frame_step=cfg["eval"]["frame_step"],
         )
+    if info.is_main:  # only once model and data were found, so a failed start leaves no half run folder
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / "config.yaml")
     batch_size = int(d_cfg["batch_size"])
     sampler = ResumableSampler(train_set, info.world_size, info.rank, seed)
     steps_per_epoch = len(sampler) // batch_size

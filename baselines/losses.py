@@ -22,13 +22,22 @@ def open_set_targets(labels: torch.Tensor, num_known: int) -> torch.Tensor:
     return torch.where(labels == UNKNOWN, torch.full_like(labels, num_known), labels)
 
 
-def open_set_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def open_set_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, unknown_weight: float = 1.0) -> torch.Tensor:
     """Mean cross entropy over non-void pixels of logits (B, C+1, H, W) against label maps (B, H, W)
-    with train ids, 254 unknown (-> index C) and 255 void. A batch without a single valid pixel gives
-    0 (with a graph), not the NaN of an empty mean, so it cannot trip the NaN stop."""
-    targets = open_set_targets(labels, logits.shape[1] - 1)
-    total = F.cross_entropy(logits.float(), targets, ignore_index=VOID, reduction="sum")
-    return total / (targets != VOID).sum().clamp_min(1)
+    with train ids, 254 unknown (-> index C) and 255 void. `unknown_weight` weighs the unknown pixels
+    (1 = the paper's plain cross entropy); the mean is then over pixel weights, as torch's weighted
+    mean. A batch without a single valid pixel gives 0 (with a graph), not the NaN of an empty mean,
+    so it cannot trip the NaN stop."""
+    c = logits.shape[1] - 1
+    targets = open_set_targets(labels, c)
+    if unknown_weight == 1.0:
+        total = F.cross_entropy(logits.float(), targets, ignore_index=VOID, reduction="sum")
+        return total / (targets != VOID).sum().clamp_min(1)
+    weight = torch.ones(c + 1, device=logits.device)
+    weight[c] = unknown_weight
+    total = F.cross_entropy(logits.float(), targets, weight=weight, ignore_index=VOID, reduction="sum")
+    valid = targets != VOID
+    return total / weight[targets[valid]].sum().clamp_min(1e-12)
 
 
 def sample_pixels_balanced(

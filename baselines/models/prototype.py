@@ -26,7 +26,8 @@ SECOND_STREAMS = {"depth": 1, None: 0}
 class PrototypeSegmenter(nn.Module):
     """Backbone (RGB, or RGB + depth when `second_stream` is 'depth'), FPN P2..P5 merged at stride 4,
     prototype head; with `contrastive` (a dict: proj_dim, temperature, weight, per_class) also a
-    projection head and the SupCon term in the loss."""
+    projection head and the SupCon term in the loss. `unknown_weight` weighs unknown pixels in the
+    cross entropy (1 = the paper)."""
 
     def __init__(
         self,
@@ -41,6 +42,7 @@ class PrototypeSegmenter(nn.Module):
         embed_dim: int = 256,
         num_convs: int = 4,
         eps: float = 1.0,
+        unknown_weight: float = 1.0,
         contrastive: dict | None = None,
     ):
         super().__init__()
@@ -49,6 +51,7 @@ class PrototypeSegmenter(nn.Module):
         if depth_max <= 0:
             raise ValueError(f"depth_max must be positive, got {depth_max}")
         self.num_classes = num_classes
+        self.unknown_weight = float(unknown_weight)
         self.second_stream = second_stream
         self.depth_max = float(depth_max)
         if second_stream is None:
@@ -97,7 +100,7 @@ class PrototypeSegmenter(nn.Module):
         """'loss' (the total to minimise) and its terms: 'ce', and 'supcon' for the contrastive variant.
         `generator` draws the contrastive pixel samples (the engine seeds it per step and rank)."""
         labels = batch["label"]
-        terms = {"ce": open_set_cross_entropy(outputs["logits"], labels)}
+        terms = {"ce": open_set_cross_entropy(outputs["logits"], labels, self.unknown_weight)}
         total = terms["ce"]
         if self.contrastive is not None:
             proj = outputs["projections"]

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+import torch
 
 from baselines.config import build_config
 from vca_data.synthetic_episodes import make_synthetic_episode
@@ -16,6 +17,16 @@ MICRO = [
     "train.iters=4", "train.milestones=[3]", "train.warmup_iters=2", "train.log_every=1",
     "train.checkpoint_every=100", "train.lr=0.01",
 ]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # on a shared 2-core machine, OpenMP threads spin-waiting for each other make these small convolutions
+    # ten times slower than one thread does
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")
