@@ -51,7 +51,7 @@ def compute_only(cfg: dict, device: torch.device, steps: int, warmup: int) -> fl
         scaler.scale(loss).backward()
         scaler.step(opt)
         scaler.update()
-        float(loss)  # the engine reads the loss every step (NaN check): same synchronisation
+        float(loss.detach())  # the engine reads the loss every step (NaN check): same synchronisation
     return steps * b / (time.perf_counter() - t0)
 
 
@@ -64,6 +64,7 @@ def main() -> int:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--crop", type=int, nargs=2, default=None, metavar=("H", "W"))
     p.add_argument("--frame", type=int, nargs=2, default=(180, 240), metavar=("H", "W"),
                    help="size of the synthetic episode frames (default 180 240)")
@@ -74,7 +75,7 @@ def main() -> int:
 
     sets = [f"train.iters={args.warmup + args.steps}", f"train.milestones=[{args.warmup + args.steps}]",
             "train.checkpoint_every=100000", "train.eval_every=0", f"data.workers={args.workers}",
-            "model.weights=null", f"train.log_every={args.warmup + args.steps}"]
+            "model.weights=null", f"train.log_every={args.warmup + args.steps}", f"train.threads={args.threads}"]
     if args.batch_size:
         sets.append(f"data.batch_size={args.batch_size}")
     if args.crop:
