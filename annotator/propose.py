@@ -51,6 +51,7 @@ class ProposalSettings:
     min_pixels: int = 20              # smaller masks give no per-frame score
     ego_min_motion_m: float = 0.05    # ego mode: 3-D motion (metres per frame) that counts as moving ...
     ego_relative: float = 0.03        # ... plus this fraction of the camera's own translation per frame
+    ego_flow_relative: float = 0.04   # ... plus this fraction of the ego flow at the object, in metres there
     flow_sigma_px: float = 0.5       # ego mode: flow error assumed when judging depth changes
     min_kept: float = 0.3             # fraction of a mask that must land on the same track in the next frame
     flow_noise_px: float = 0.28       # flow mode: residual (px) that counts as moving ...
@@ -60,6 +61,9 @@ class ProposalSettings:
     low: float = 0.85                 # ... and static below this; in between it keeps the last state
     min_frames: int = 2               # fewer decided frames: no proposal unless the score is far off
     min_confidence: float = 0.5       # |2 * score - 1| below this: no proposal (ego mode) ...
+    silhouette_tolerance_px: float = 1.0  # ego mode: mask misalignment (px) not counted as motion, and
+    silhouette_shift_px: float = 0.25     # the mean shift of a mask beyond it that counts as moving
+    long_gap: int = 3                 # ego mode: frames i and i + long_gap are compared too (slow objects)
     flow_min_confidence: float = 0.2  # ... flow mode, whose per-frame evidence flips more often
 
 
@@ -158,6 +162,30 @@ def track_masks(id_map: np.ndarray, settings: ProposalSettings, landed: np.ndarr
     return masks
 
 
+def photometric_error(first: np.ndarray, second: np.ndarray, flow: np.ndarray) -> np.ndarray:
+    """|first - second warped back by flow| per pixel (grey levels, 5x5 box-averaged)."""
+    a = vf._gray(first, "first image").astype(np.float32)
+    b = vf.warp_image(vf._gray(second, "second image").astype(np.float32), flow)
+    return cv2.blur(np.abs(a - b), (5, 5))
+
+
+def best_flow_per_track(first: np.ndarray, second: np.ndarray, id_map: np.ndarray, flows: Sequence[np.ndarray]
+                        ) -> np.ndarray:
+    """The first of `flows` everywhere, except on tracks (id_map > 0) where another one has a lower
+    median photometric error over the track's pixels."""
+    errors = [photometric_error(first, second, f) for f in flows]
+    out = flows[0].copy()
+    for track in np.unique(id_map).tolist():
+        if track == 0:
+            continue
+        mask = id_map == track
+        costs = [float(np.median(e[mask])) for e in errors]
+        best = int(np.argmin(costs))
+        if best:
+            out[mask] = flows[best][mask]
+    return out
+
+
 def ego_scores(flow: np.ndarray, masks: dict[int, np.ndarray], depth0: np.ndarray, depth1: np.ndarray | None,
                K: np.ndarray, camera1_from_camera0: np.ndarray, settings: ProposalSettings
                ) -> tuple[dict[int, float], np.ndarray]:
@@ -172,6 +200,9 @@ def ego_scores(flow: np.ndarray, masks: dict[int, np.ndarray], depth0: np.ndarra
     suppressed = vf.suppress_ego_flow(flow, ego, valid)
     threshold = settings.ego_min_motion_m + settings.ego_relative * float(
         np.linalg.norm(camera1_from_camera0[:3, 3]))
+    # Rendered and real images alike match the ego flow only to a few per cent of its size (measured
+    # on static scenery of the offline world: 3% median), which at depth Z is that many pixels * Z / f.
+    ego_metres = np.linalg.norm(ego, axis=2) * depth0 * np.float32(settings.ego_flow_relative / K[0, 0])
     if depth1 is not None:
         motion, motion_valid = vf.scene_flow(depth0, depth1, flow, K, camera1_from_camera0)
         gradient = cv2.magnitude(cv2.Sobel(depth1, cv2.CV_32F, 1, 0, ksize=3),
@@ -187,8 +218,64 @@ def ego_scores(flow: np.ndarray, masks: dict[int, np.ndarray], depth0: np.ndarra
         pixels = mask & motion_valid
         if pixels.sum() < settings.min_pixels // 2 + 1:
             continue
-        scores[track] = _robust(magnitude[pixels]) / threshold
+        scores[track] = _robust(magnitude[pixels]) / (threshold + _robust(ego_metres[pixels]))
     return scores, suppressed
+
+
+def _silhouette_distance(id_map0: np.ndarray, depth0: np.ndarray, id_map1: np.ndarray, depth1: np.ndarray,
+                         K: np.ndarray, camera1_from_camera0: np.ndarray, tolerance: float
+                         ) -> dict[int, tuple[float, int]]:
+    """For each track of frame 0: its pixels moved into frame 1 as if the track were static (depth and
+    pose), and the mean distance (px, beyond `tolerance`) from where they land to the track's own mask
+    there, over the pixels that stay in view and are not hidden by something nearer. Returns
+    {track: (mean distance, pixels used)}."""
+    h, w = id_map0.shape
+    ego, valid = vf.ego_flow(depth0, K, camera1_from_camera0)
+    points = vf.transform_points(camera1_from_camera0, vf.backproject(depth0, K).astype(np.float64))
+    target = np.rint(vf.pixel_grid(h, w) + ego).astype(np.int64)
+    inside = valid & (target[..., 0] >= 0) & (target[..., 0] < w) & (target[..., 1] >= 0) & (target[..., 1] < h)
+    tx, ty = np.where(inside, target[..., 0], 0), np.where(inside, target[..., 1], 0)
+    seen = depth1[ty, tx]
+    # Hidden in frame 1: something nearer than the predicted depth stands there (5% + 0.3 m margin).
+    inside &= (seen <= 0) | (seen >= points[..., 2] * 0.95 - 0.3)
+    out = {}
+    for track in np.unique(id_map0).tolist():
+        if track == 0:
+            continue
+        pixels = (id_map0 == track) & inside
+        count = int(pixels.sum())
+        other = id_map1 == track
+        if count == 0 or not other.any():
+            continue
+        xs, ys = tx[pixels], ty[pixels]
+        ys1, xs1 = np.nonzero(other)
+        pad = 4
+        r0, r1 = min(ys.min(), ys1.min()) - pad, max(ys.max(), ys1.max()) + pad + 1
+        c0, c1 = min(xs.min(), xs1.min()) - pad, max(xs.max(), xs1.max()) + pad + 1
+        r0, c0 = max(r0, 0), max(c0, 0)
+        crop = (~other[r0:r1, c0:c1]).astype(np.uint8)
+        distance = cv2.distanceTransform(crop, cv2.DIST_L2, 3)
+        d = np.maximum(distance[ys - r0, xs - c0] - tolerance, 0.0)
+        out[track] = (float(d.mean()), count)
+    return out
+
+
+def silhouette_scores(id_map0: np.ndarray, depth0: np.ndarray, id_map1: np.ndarray, depth1: np.ndarray,
+                      K: np.ndarray, camera1_from_camera0: np.ndarray, settings: ProposalSettings
+                      ) -> dict[int, float]:
+    """Per-track scores from the instance masks alone: how far each track's mask, moved into the other
+    frame as if it were static (depth and pose), lands from the track's real mask there (mean over its
+    pixels, beyond `silhouette_tolerance_px`), the larger of both ways (0 -> 1, 1 -> 0), divided by
+    `silhouette_shift_px`. Unlike flow this sees the motion of textureless objects (flat-shaded cars
+    of a simple renderer, a car's uniform paint): their masks move whatever their inside shows. Blind
+    to motion along the viewing ray, which the depth part of the scene flow measures."""
+    tolerance = settings.silhouette_tolerance_px
+    forward = _silhouette_distance(id_map0, depth0, id_map1, depth1, K, camera1_from_camera0, tolerance)
+    backward = _silhouette_distance(id_map1, depth1, id_map0, depth0, K, np.linalg.inv(camera1_from_camera0),
+                                    tolerance)
+    return {track: max(distance, backward[track][0]) / settings.silhouette_shift_px
+            for track, (distance, count) in forward.items()
+            if track in backward and min(count, backward[track][1]) >= settings.min_pixels}
 
 
 def default_intrinsics(height: int, width: int) -> np.ndarray:
@@ -342,10 +429,14 @@ def propose_sequence(seq: MotionSequence, mode: str = "auto", preset: str = PROP
     labelled = set(seq.labelled_frames)
     K = seq.intrinsics if seq.intrinsics is not None else default_intrinsics(seq.height, seq.width)
     images: dict[int, np.ndarray] = {}
-    for i, j in _frame_pairs(seq, all_frames=flow_dir is not None):
-        for k in (i, j):
-            if k not in images:
-                images[k] = seq.read_image(k)
+
+    def image(k: int) -> np.ndarray:
+        if k not in images:
+            images[k] = seq.read_image(k)
+        return images[k]
+
+    def pair_scores(i: int, j: int) -> tuple[dict[int, float], np.ndarray, np.ndarray]:
+        """Per-track scores of frame i against frame j, the flow i -> j and its suppressed version."""
         if used == "ego":
             T = vf.relative_pose(seq.pose(i), seq.pose(j))
             depth0 = seq.depth(i)
@@ -354,20 +445,40 @@ def propose_sequence(seq: MotionSequence, mode: str = "auto", preset: str = PROP
             ego, ego_valid = vf.ego_flow(depth0, seq.intrinsics, T)
             # Pixels without depth (sky) are taken at infinity for the prior only.
             prior = np.where(ego_valid[..., None], ego, vf.rotation_flow(seq.intrinsics, T, *ego.shape[:2]))
-            flow = estimator.with_prior(images[i], images[j], prior)
+            flow = estimator.with_prior(image(i), image(j), prior)
         else:
-            flow = estimator(images[i], images[j])
-        for k in [k for k in images if k < min(i, j)]:
-            del images[k]
+            flow = estimator(image(i), image(j))
         id_map = seq.id_map(i)
+        if used == "ego":
+            # The prior is right for static things but wrong for a car that moves with the camera (it
+            # then barely moves in the image while the prior, in a turn, shifts it by tens of pixels,
+            # beyond what DIS corrects): each track keeps the flow that explains its pixels better.
+            flow = best_flow_per_track(image(i), image(j), id_map, [flow, estimator(image(i), image(j))])
         landed = landing_ids(seq.id_map(j), flow) if j in labelled else None
         masks = track_masks(id_map, settings, landed)
         if used == "ego":
-            scores, suppressed = ego_scores(flow, masks, depth0, seq.depth(j), seq.intrinsics, T, settings)
+            depth1 = seq.depth(j)
+            scores, suppressed = ego_scores(flow, masks, depth0, depth1, seq.intrinsics, T, settings)
+            if depth1 is not None and j in labelled:
+                for track, score in silhouette_scores(id_map, depth0, seq.id_map(j), depth1, seq.intrinsics, T,
+                                                      settings).items():
+                    if track in scores:
+                        scores[track] = max(scores[track], score)
         else:
             kernel = np.ones((9, 9), np.uint8)
             exclude = cv2.dilate(((id_map > 0) | seq.crowd_mask(i)).astype(np.uint8), kernel) > 0
             scores, suppressed = flow_only_scores(flow, id_map, masks, exclude, K, settings)
+        return scores, flow, suppressed
+
+    for i, j in _frame_pairs(seq, all_frames=flow_dir is not None):
+        scores, flow, suppressed = pair_scores(i, j)
+        # Slow objects: over a longer gap (same camera-motion compensation) their own motion adds up
+        # while the measuring error does not; tracks seen in both frames take that measurement.
+        far = i + settings.long_gap
+        if used == "ego" and far > j > i and far < seq.num_frames and far in labelled:
+            scores.update(pair_scores(i, far)[0])
+        for k in [k for k in images if k < min(i, j)]:
+            del images[k]
         for track, score in scores.items():
             if track in frame_scores and i in track_frames[track] and np.isfinite(score):
                 frame_scores[track][i] = score

@@ -11,103 +11,36 @@ import shutil
 import cv2
 import numpy as np
 import pytest
-from scipy.ndimage import gaussian_filter
 
 from annotator import propose
 from vca_data import flow as vf
-from vca_data.formats import kitti_mots
 from vca_data.formats.motion_labels import MotionLabels
 from vca_data.formats.sequence import open_sequence
-from vca_data.io import atomic_write_json, atomic_write_text
-from vca_data.synthetic import make_kitti_mots_sequence
+from vca_data.synthetic import DrivingBox, make_driving_sequence, make_kitti_mots_sequence
 
-H, W = 120, 240
-K = np.array([[150.0, 0.0, 120.0], [0.0, 150.0, 50.0], [0.0, 0.0, 1.0]])
+H, W = 150, 300
 CAMERA_HEIGHT = 1.5  # world y points down; the road is the plane y = CAMERA_HEIGHT
 
 
-def _texture(seed: int, size: int = 256) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    tex = np.zeros((size, size), np.float32)
-    for sigma, weight in ((1.0, 0.5), (3.0, 1.0), (8.0, 1.5)):
-        layer = gaussian_filter(rng.random((size, size)).astype(np.float32), sigma, mode="wrap")
-        tex += weight * (layer - layer.mean()) / (layer.std() + 1e-6)
-    return np.clip(128 + 40 * tex, 0, 255).astype(np.float32)
-
-
-TEXTURES = [_texture(1), _texture(2), _texture(3)]
-
-
-def _sample(tex: np.ndarray, a: np.ndarray, b: np.ndarray, per_metre: float) -> np.ndarray:
-    size = tex.shape[0]
-    return cv2.remap(tex, np.mod(a * per_metre, size).astype(np.float32),
-                     np.mod(b * per_metre, size).astype(np.float32), cv2.INTER_LINEAR, borderMode=cv2.BORDER_WRAP)
-
-
-def _cast(position: np.ndarray, boxes: list[tuple[np.ndarray, np.ndarray, int]], scale: int):
-    """Gray image, depth and track ids seen by a camera at `position` looking along +z."""
-    h, w = H * scale, W * scale
-    ys, xs = (np.mgrid[0:h, 0:w].astype(np.float64) + 0.5) / scale - 0.5
-    rays = np.stack([(xs - K[0, 2]) / K[0, 0], (ys - K[1, 2]) / K[1, 1], np.ones_like(xs)], -1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        t_best = (CAMERA_HEIGHT - position[1]) / rays[..., 1]
-    t_best[~(t_best > 0)] = np.inf
-    ground = np.isfinite(t_best)
-    hit = position + rays * np.where(ground, t_best, 0)[..., None]
-    image = np.where(ground, _sample(TEXTURES[0], hit[..., 0], hit[..., 2], 8.0), 200.0)
-    ids = np.zeros((h, w), np.int32)
-    for lo, hi, track in boxes:
-        with np.errstate(divide="ignore", invalid="ignore"):
-            t1, t2 = (lo - position) / rays, (hi - position) / rays
-        near = np.nanmax(np.minimum(t1, t2), axis=-1)
-        axis = np.nanargmax(np.minimum(t1, t2), axis=-1)
-        inside = (near <= np.nanmin(np.maximum(t1, t2), axis=-1)) & (near > 0) & (near < t_best)
-        t_best[inside] = near[inside]
-        ids[inside] = track
-        p = position + rays * np.where(inside, near, 0)[..., None] - lo
-        a = np.where(axis == 0, p[..., 2], p[..., 0])
-        b = np.where(axis == 1, p[..., 2], p[..., 1])
-        image[inside] = _sample(TEXTURES[1 + track % 2], a, b, 20.0 if track else 8.0)[inside]
-    depth = np.where(np.isfinite(t_best), t_best, 0.0).astype(np.float32)
-    return image.astype(np.float32), depth, ids
-
-
 def write_driving_sequence(root, frames: int = 6, speed: float = 0.4) -> dict[int, str]:
-    """A camera driving along +z over a textured road between facades, with a parked car (1001, static), a car crossing
-    the road (1002), a car ahead in the same lane driving away more slowly (1003: its motion stays on
-    the epipolar lines) and a standing pedestrian (2001, static). Written in the KITTI-MOTS layout with
-    depth, calib and poses; returns the true state of every track."""
-    cars = {1001: ((-2.6, 6.5), (0.0, 0.0)), 1002: ((1.2, 9.0), (-0.35, 0.0)), 1003: ((0.0, 8.0), (0.0, 0.25))}
-    truth = {1001: "static", 1002: "moving", 1003: "moving", 2001: "static"}
-    poses = []
-    for t in range(frames):
-        boxes = []
-        for track, ((x, z), (vx, vz)) in cars.items():
-            centre = np.array([x + vx * t, CAMERA_HEIGHT - 0.75, z + vz * t])
-            half = np.array([0.9, 0.75, 2.0])
-            boxes.append((centre - half, centre + half, track))
-        boxes.append((np.array([2.4, CAMERA_HEIGHT - 1.8, 7.0]), np.array([3.0, CAMERA_HEIGHT, 7.5]), 2001))
-        # Facades (background, id 0): flow-only mode needs some structure off the road plane.
-        for side in (-1, 1):
-            boxes.append((np.array([min(4.5 * side, 9 * side), CAMERA_HEIGHT - 6.0, 3.0]),
-                          np.array([max(4.5 * side, 9 * side), CAMERA_HEIGHT, 60.0]), 0))
-        position = np.array([0.0, 0.0, speed * t])
-        fine, _, _ = _cast(position, boxes, 2)
-        _, depth, ids = _cast(position, boxes, 1)
-        gray = np.clip(cv2.resize(fine, (W, H), interpolation=cv2.INTER_AREA) + 0.5, 0, 255).astype(np.uint8)
-        name = f"{t:06d}.png"
-        (root / "image_02" / "0000").mkdir(parents=True, exist_ok=True)
-        cv2.imwrite(str(root / "image_02" / "0000" / name), cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR))
-        (root / "depth" / "0000").mkdir(parents=True, exist_ok=True)
-        cv2.imwrite(str(root / "depth" / "0000" / name), np.rint(depth * 256).astype(np.uint16))
-        kitti_mots.write_png(root / "instances" / "0000" / name, ids)
-        pose = np.eye(4)
-        pose[:3, 3] = position
-        poses.append(pose)
-    atomic_write_json(root / "calib" / "0000.json", {"K": K.tolist()})
-    atomic_write_text(root / "poses" / "0000.txt", "".join(" ".join(f"{v:g}" for v in p[:3].ravel()) + "\n"
-                                                           for p in poses))
-    return truth
+    """A camera driving straight along +z over a textured road between facades, with a parked car (1001,
+    static), a car crossing the road (1002), a car ahead in the same lane driving away more slowly (1003:
+    its motion stays on the epipolar lines) and a standing pedestrian (2001, static); returns the true
+    state of every track."""
+    boxes = []
+    for track, (x, z, vx, vz) in {1001: (-2.6, 6.5, 0.0, 0.0), 1002: (1.2, 9.0, -0.35, 0.0),
+                                  1003: (0.0, 8.0, 0.0, 0.25)}.items():
+        centre, half = np.array([x, CAMERA_HEIGHT - 0.75, z]), np.array([0.9, 0.75, 2.0])
+        boxes.append(DrivingBox(centre - half, centre + half, np.array([vx, 0.0, vz]), track, 1 + track % 2))
+    boxes.append(DrivingBox(np.array([2.4, CAMERA_HEIGHT - 1.8, 7.0]), np.array([3.0, CAMERA_HEIGHT, 7.5]),
+                            np.zeros(3), 2001, 2))
+    # Facades (background, id 0): flow-only mode needs some structure off the road plane.
+    for side in (-1, 1):
+        boxes.append(DrivingBox(np.array([min(4.5 * side, 9 * side), CAMERA_HEIGHT - 6.0, 3.0]),
+                                np.array([max(4.5 * side, 9 * side), CAMERA_HEIGHT, 60.0]), np.zeros(3), 0, 1))
+    return make_driving_sequence(root, "0000", frames, H, W, seed=3, boxes=boxes, ego_speed=speed, yaw_rate=0.0,
+                                 pitch_amplitude=0.0, focal_ratio=150 / W, start_x=0.0, min_area=20,
+                                 ground_y=CAMERA_HEIGHT)
 
 
 @pytest.fixture(scope="module")
