@@ -70,6 +70,8 @@ def main() -> int:
                    help="size of the synthetic episode frames (default 180 240)")
     args = p.parse_args()
     device = torch.device(args.device)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
 
