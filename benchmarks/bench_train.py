@@ -64,25 +64,27 @@ def main() -> int:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: the config's train.threads)")
     p.add_argument("--crop", type=int, nargs=2, default=None, metavar=("H", "W"))
     p.add_argument("--frame", type=int, nargs=2, default=(180, 240), metavar=("H", "W"),
                    help="size of the synthetic episode frames (default 180 240)")
     args = p.parse_args()
     device = torch.device(args.device)
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
 
     sets = [f"train.iters={args.warmup + args.steps}", f"train.milestones=[{args.warmup + args.steps}]",
             "train.checkpoint_every=100000", "train.eval_every=0", f"data.workers={args.workers}",
-            "model.weights=null", f"train.log_every={args.warmup + args.steps}", f"train.threads={args.threads}"]
+            "model.weights=null", f"train.log_every={args.warmup + args.steps}"]
+    if args.threads:
+        sets.append(f"train.threads={args.threads}")
     if args.batch_size:
         sets.append(f"data.batch_size={args.batch_size}")
     if args.crop:
         sets.append(f"data.crop=[{args.crop[0]},{args.crop[1]}]")
     cfg = build_config(args.config, sets, model=args.model)
+    if cfg["train"]["threads"] > 0 and device.type == "cpu":
+        torch.set_num_threads(cfg["train"]["threads"])
     fh, fw = args.frame
     print(f"{args.model} ({args.config}: {cfg['model']['backbone']}, {cfg['model']['second_stream'] or 'RGB only'}), "
           f"batch {cfg['data']['batch_size']}, crop {cfg['data']['crop']}, frames {fh}x{fw}, "
