@@ -5,15 +5,20 @@ annotator calls `run_proposals` from a worker thread.
 
 Per frame pair (i, i+1) the flow is computed with DIS. With depth, intrinsics and poses ("ego" mode)
 each pixel's 3-D motion in metres is measured (vca_data.flow.scene_flow), which compares near and far
-objects and sees motion along epipolar lines; the flow itself is computed after warping the second
-frame by the ego flow, so near objects passing the camera stay within DIS's reach. Without them
+objects and sees motion along epipolar lines; the flow is computed both after warping the second frame
+by the ego flow (near objects passing the camera stay within DIS's reach) and without it (a car moving
+with the camera in a turn), and each track keeps the one that explains its pixels better. A second cue
+needs no flow: each track's mask moved into the other frame as if it were static (depth and pose),
+against its real mask there, which sees textureless objects move. Frames i and i+3 are compared too
+(ego mode), so slow objects add up motion. Without depth or pose
 ("flow" mode) the camera motion is fitted with RANSAC outside the instance masks (homography, and the
 essential matrix with K from the calibration or a guess), and two cues are combined: the Sampson
 distance to the background's epipolar geometry, and the difference to the flow the object would have
 if it were static and stood on the road plane (a car driving ahead stays on its epipolar lines but not
 on that prediction). A track's per-frame scores (1 = the decision threshold) go through
 hysteresis into moving/static frame states; the fraction of moving frames is the track's score, and
-tracks without a clear majority are left unlabelled for the annotator.
+tracks without a clear majority are left unlabelled for the annotator, as are tracks too small to
+measure (no frame where the eroded mask keeps `min_pixels`, i.e. objects of about 8x8 px or less).
 """
 
 from __future__ import annotations
@@ -585,7 +590,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                     "score (fraction of the track's frames judged moving). Manual labels are never "
                     "overwritten; tracks without clear evidence are left unlabelled. Modes: 'ego' uses "
                     "depth (DIR/depth/<seq>/<frame>.png, metres*256), intrinsics (DIR/calib/<seq>.json) "
-                    "and poses (DIR/poses/<seq>.txt) to measure each object's 3-D motion; 'flow' needs "
+                    "and poses (DIR/poses/<seq>.txt) to measure each object's 3-D motion and how its "
+                    "mask moves against a static object's; 'flow' needs "
                     "only the images (RANSAC background fit, Sampson distance to the camera's epipolar "
                     "geometry, and the flow a static object standing on the road would have; K from "
                     "DIR/calib when present); 'auto' uses ego where those files exist.",
@@ -593,7 +599,10 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                "in the layout VCANet reads: FLOWDIR/flow/<seq>/<frame:06d>.png (flow from frame i to "
                "i+1) and FLOWDIR/flow_suppressed/<seq>/<frame:06d>.png (ego flow subtracted), where "
                "frame is the index in the sequence and the last frame holds the negated flow to its "
-               "predecessor. Colours use one fixed scale, --flow-max px = full saturation.")
+               "predecessor. Colours use one fixed scale, --flow-max px = full saturation. Tracks too small to "
+               "measure (no frame with 20 pixels left after eroding the mask, objects of about 8x8 px or less) "
+               "stay unlabelled; benchmarks/bench_proposals.py reports accuracy over all tracks and over "
+               "measurable ones (median visible mask area >= 64 px).")
     parser.add_argument("dir", type=Path, metavar="DIR", help="dataset folder (KITTI-MOTS root or "
                         "Cityscapes-VPS root/split)")
     parser.add_argument("--sequence", action="append", dest="sequences", metavar="S",

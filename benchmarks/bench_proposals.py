@@ -3,12 +3,17 @@ track, with depth + pose ("ego" mode) and from flow alone ("flow" mode).
 
 Data: motion sequences exported from the offline world (`vca-carla collect` + `vca-carla export --format
 kitti-mots`, true states in motion_truth.json) when `--source carla` (or `auto` and the command works);
-otherwise driving scenes rendered here by ray casting: a camera driving along a street (forward speed,
-slow yaw and pitch), textured road, facades and sky, parked cars and standing pedestrians (static), and
-cars ahead in the same lane (moving along the epipolar lines), oncoming and crossing cars, and walking
-pedestrians (moving); written in the KITTI-MOTS layout with depth, calib, poses and motion_truth.json.
+otherwise driving scenes ray cast by vca_data.synthetic.make_driving_sequence: a camera driving along a
+street (forward speed, slow yaw and pitch), textured road, facades and sky, parked cars and standing
+pedestrians (static), and cars ahead in the same lane (moving along the epipolar lines), oncoming and
+crossing cars, and walking pedestrians (moving); KITTI-MOTS layout with depth, calib, poses and
+motion_truth.json. Both sources use --seed (default 100: held out; the thresholds were tuned on rendered
+seeds 0-7 and offline-world episodes of seeds 0-1).
 The reference is the truth; targets: ego >= 95% track accuracy and >= 90% recall of each class, flow-only
->= 85% accuracy. Unsure tracks (no proposal) count as errors in the accuracy.
+>= 85% accuracy. Unsure tracks (no proposal) count as errors in the accuracy. Figures are given over all
+tracks and over measurable tracks: those whose median visible mask area over their frames reaches
+--min-area pixels (default 64, about 8x8 px; smaller ones are too small to measure motion on, and the
+proposals may legitimately leave them unsure). PASS/FAIL and the exit status use the measurable tracks.
 
     .venv/bin/python benchmarks/bench_proposals.py [--sequences 8 --frames 16 --source auto]
 """
@@ -31,7 +36,7 @@ from vca_data.formats.sequence import list_sequences, open_sequence
 from vca_data.synthetic import make_driving_sequence
 
 
-def carla_sequences(out: Path, towns: str, frames: int, width: int, height: int) -> Path | None:
+def carla_sequences(out: Path, towns: str, frames: int, width: int, height: int, seed: int) -> Path | None:
     """Collect one offline-world episode per town and scenario with `vca-carla collect` and export them
     with `vca-carla export --format kitti-mots`; None when the command is unavailable or fails (the
     reason is printed)."""
@@ -39,7 +44,7 @@ def carla_sequences(out: Path, towns: str, frames: int, width: int, height: int)
     data, export = out / "carla_data", out / "carla_kitti"
     try:
         subprocess.run([exe, "collect", "--town", towns, "--scenario", "all", "--backend", "offline",
-                        "--episodes", "1", "--frames", str(frames), "--seed", "0", "--out", str(data),
+                        "--episodes", "1", "--frames", str(frames), "--seed", str(seed), "--out", str(data),
                         "--width", str(width), "--height", str(height)],
                        check=True, capture_output=True, text=True, timeout=900)
         subprocess.run([exe, "export", str(data), "--format", "kitti-mots", "--out", str(export)],
@@ -54,21 +59,23 @@ def carla_sequences(out: Path, towns: str, frames: int, width: int, height: int)
     return export
 
 
-def largest_areas(root: Path) -> dict[tuple[str, int], int]:
-    """Largest visible area (pixels) of every track of every sequence under `root`."""
-    areas: dict[tuple[str, int], int] = {}
+def median_areas(root: Path) -> dict[tuple[str, int], float]:
+    """Median visible area (pixels) of every track of every sequence under `root` over the frames it is
+    visible in."""
+    areas: dict[tuple[str, int], list[int]] = {}
     for name in list_sequences(root):
         seq = open_sequence(root, name)
         for i in range(seq.num_frames):
             ids, counts = np.unique(seq.id_map(i), return_counts=True)
-            for track, count in zip(ids.tolist(), counts.tolist()):
+            for track, count in zip(ids.tolist(), counts.tolist(), strict=True):
                 if track:
-                    areas[name, track] = max(areas.get((name, track), 0), count)
-    return areas
+                    areas.setdefault((name, track), []).append(count)
+    return {key: float(np.median(values)) for key, values in areas.items()}
 
 
-def evaluate(truth: MotionLabels, proposed: MotionLabels, areas: dict[tuple[str, int], int], min_area: int) -> dict:
-    """Confusion counts truth x proposal (moving, static, unsure) over every true track whose largest
+def evaluate(truth: MotionLabels, proposed: MotionLabels, areas: dict[tuple[str, int], float], min_area: float
+             ) -> dict:
+    """Confusion counts truth x proposal (moving, static, unsure) over every true track whose median
     visible area reaches `min_area` pixels."""
     confusion = {(t, p): 0 for t in ("moving", "static") for p in ("moving", "static", "unsure")}
     for seq, tracks in truth.sequences.items():
@@ -99,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sequences", type=int, default=8)
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--seed", type=int, default=100,
-                        help="seed of the first rendered sequence (the thresholds were tuned on seeds 0-7)")
+                        help="seed of the first rendered sequence or offline-world episode (default 100; the "
+                             "thresholds were tuned on rendered seeds 0-7 and offline-world seeds 0-1)")
     parser.add_argument("--width", type=int, default=621)
     parser.add_argument("--height", type=int, default=188)
     parser.add_argument("--source", choices=("auto", "carla", "render"), default="auto",
@@ -107,8 +115,11 @@ def main(argv: list[str] | None = None) -> int:
                              "(auto, default)")
     parser.add_argument("--towns", default="Town01,Town02,Town03",
                         help="towns collected with --source carla (one episode per town and scenario)")
-    parser.add_argument("--min-area", type=int, default=0,
-                        help="evaluate only tracks whose largest visible area reaches this many pixels")
+    parser.add_argument("--min-area", type=float, default=64,
+                        help="measurable tracks: median visible mask area over their frames >= this many pixels "
+                             "(default 64)")
+    parser.add_argument("--data", type=Path,
+                        help="evaluate this existing KITTI-MOTS export (with motion_truth.json) instead")
     parser.add_argument("--out", type=Path, help="keep the data here (default: a temporary folder)")
     parser.add_argument("--preset", default=PROPOSAL_PRESET, help=f"DIS preset of the proposals (default {PROPOSAL_PRESET})")
     parser.add_argument("--modes", default="ego,flow", help="modes to evaluate, comma separated")
@@ -116,16 +127,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out = args.out or Path(tempfile.mkdtemp(prefix="bench_proposals_"))
     start = time.perf_counter()
-    root = None
-    if args.source != "render":
+    root = args.data
+    if root is not None:
+        source = f"existing export {root}"
+    elif args.source != "render":
         if args.reuse and (out / "carla_kitti" / "motion_truth.json").exists():
             root = out / "carla_kitti"
         else:
-            root = carla_sequences(out, args.towns, args.frames, args.width, args.height)
+            root = carla_sequences(out, args.towns, args.frames, args.width, args.height, args.seed)
         if root is None and args.source == "carla":
             return 1
-    source = "offline world (vca-carla collect + export)" if root is not None else "ray-cast driving scenes"
+        source = "offline world (vca-carla collect + export)"
     if root is None:
+        source = "ray-cast driving scenes"
         root = out / "rendered"
         if root.exists() and not args.reuse:
             shutil.rmtree(root)
@@ -133,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
             make_driving_sequence(root, f"{k:04d}", args.frames, args.height, args.width, seed=args.seed + k)
     made = time.perf_counter() - start
     truth = MotionLabels.load(root / "motion_truth.json")
-    areas = largest_areas(root)
+    areas = median_areas(root)
     results, timings = {}, {}
     for mode in args.modes.split(","):
         labels_path = out / f"proposals_{mode}.json"
@@ -141,28 +155,34 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         run_proposals(root, labels_path=labels_path, mode=mode, preset=args.preset, progress=False)
         timings[mode] = time.perf_counter() - t0
-        results[mode] = evaluate(truth, MotionLabels.load(labels_path), areas, args.min_area)
-    tracks = next(iter(results.values()))["tracks"]
-    total = sum(1 for entries in truth.sequences.values() for _ in entries)
-    print(f"data: {source}, {len(truth.sequences)} sequences x {args.frames} frames, {args.width}x{args.height}, "
-          f"made in {made:.0f} s, at {root}; DIS preset {args.preset}")
-    print(f"tracks evaluated: {tracks} of {total} (largest visible area >= {args.min_area} px)")
+        proposed = MotionLabels.load(labels_path)
+        results[mode] = {"all": evaluate(truth, proposed, areas, 0),
+                         "measurable": evaluate(truth, proposed, areas, args.min_area)}
+    first = next(iter(results.values()))
+    print(f"data: {source}, {len(truth.sequences)} sequences, made in {made:.0f} s, at {root}; "
+          f"DIS preset {args.preset}")
+    print(f"tracks with a true moving/static state: {first['all']['tracks']}; measurable (median visible area >= "
+          f"{args.min_area:g} px): {first['measurable']['tracks']}")
     for mode, result in results.items():
-        print_confusion(f"{mode} mode", result)
+        for subset in ("all", "measurable"):
+            print_confusion(f"{mode} mode, {subset} tracks", result[subset])
     rows = []
-    if "ego" in results:
-        rows += [("ego: track accuracy (unsure = wrong)", results["ego"]["accuracy"], 0.95),
-                 ("ego: recall moving", results["ego"]["recall"]["moving"], 0.90),
-                 ("ego: recall static", results["ego"]["recall"]["static"], 0.90)]
-    if "flow" in results:
-        rows.append(("flow: track accuracy (unsure = wrong)", results["flow"]["accuracy"], 0.85))
-    print(f"\n{'measure':42s} {'value':>7s} {'target':>7s}  result")
-    for name, value, target in rows:
+    for subset in ("all", "measurable"):
+        if "ego" in results:
+            r = results["ego"][subset]
+            rows += [(subset, f"ego: track accuracy ({subset})", r["accuracy"], 0.95),
+                     (subset, f"ego: recall moving ({subset})", r["recall"]["moving"], 0.90),
+                     (subset, f"ego: recall static ({subset})", r["recall"]["static"], 0.90)]
+        if "flow" in results:
+            rows.append((subset, f"flow: track accuracy ({subset})", results["flow"][subset]["accuracy"], 0.85))
+    print(f"\n{'measure (unsure = wrong)':42s} {'value':>7s} {'target':>7s}  result")
+    for _, name, value, target in rows:
         print(f"{name:42s} {value:7.3f} {target:7.2f}  {'PASS' if value >= target else 'FAIL'}")
     for mode, r in results.items():
-        print(f"{mode}: accuracy on proposed tracks {r['accuracy_decided']:.3f}, coverage {r['coverage']:.3f}, "
-              f"proposals took {timings[mode]:.1f} s")
-    return 0 if all(value >= target for _, value, target in rows) else 1
+        m = r["measurable"]
+        print(f"{mode}: on measurable tracks, accuracy on proposed ones {m['accuracy_decided']:.3f}, coverage "
+              f"{m['coverage']:.3f}; proposals took {timings[mode]:.1f} s")
+    return 0 if all(value >= target for subset, _, value, target in rows if subset == "measurable") else 1
 
 
 if __name__ == "__main__":

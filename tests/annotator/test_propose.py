@@ -16,7 +16,13 @@ from annotator import propose
 from vca_data import flow as vf
 from vca_data.formats.motion_labels import MotionLabels
 from vca_data.formats.sequence import open_sequence
-from vca_data.synthetic import DrivingBox, make_driving_sequence, make_kitti_mots_sequence
+from vca_data.synthetic import (
+    DrivingBox,
+    driving_textures,
+    make_driving_sequence,
+    make_kitti_mots_sequence,
+    render_driving_frame,
+)
 
 H, W = 150, 300
 CAMERA_HEIGHT = 1.5  # world y points down; the road is the plane y = CAMERA_HEIGHT
@@ -168,3 +174,21 @@ def test_propose_command_writes_flow_pngs_in_the_vcanet_layout(tmp_path, capsys)
     assert all(e["source"] == "proposal" for e in labels["sequences"].get("0000", {}).values())
     bad = parser.parse_args(["propose", str(tmp_path / "missing")])
     assert bad.func(bad) == 2
+
+
+def test_silhouette_cue_sees_a_textureless_box_move_and_nothing_on_a_static_one():
+    textures = driving_textures(seed=5)
+    K = np.array([[150.0, 0.0, W / 2], [0.0, 150.0, H / 2], [0.0, 0.0, 1.0]])
+    still = DrivingBox(np.array([-2.5, 0.0, 8.0]), np.array([-1.0, CAMERA_HEIGHT, 10.0]), np.zeros(3), 1001)
+    sliding = DrivingBox(np.array([1.0, 0.0, 10.0]), np.array([2.0, CAMERA_HEIGHT, 11.0]), np.array([0.3, 0, 0]), 1002)
+    pose0, pose1 = np.eye(4), np.eye(4)
+    pose1[2, 3] = 0.5
+    _, depth0, ids0 = render_driving_frame([still, sliding], 0, pose0, K, H, W, textures, ground_y=CAMERA_HEIGHT)
+    _, depth1, ids1 = render_driving_frame([still, sliding], 1, pose1, K, H, W, textures, ground_y=CAMERA_HEIGHT)
+    settings = propose.ProposalSettings()
+    scores = propose.silhouette_scores(ids0, depth0, ids1, depth1, K, vf.relative_pose(pose0, pose1), settings)
+    assert scores[1001] < 0.1
+    # 0.3 m at ~9.5 m is ~4.7 px on a 15 px wide box: a third of its pixels land up to 3.7 px (beyond the
+    # 1 px tolerance) outside its real mask, about 0.5 px on average over the mask.
+    assert 0.4 < scores[1002] * settings.silhouette_shift_px < 0.8
+    assert scores[1002] > settings.high
