@@ -31,6 +31,15 @@ def _describe(index: int, name: str | None) -> str:
     return f"image {index}" + (f" ({name})" if name else "")
 
 
+def _paired(pred, gt, where: str):
+    """Tensors stay tensors (to count on their device), anything else becomes an array; shapes must agree."""
+    pred = pred if is_tensor(pred) else np.asarray(pred)
+    gt = gt if is_tensor(gt) else np.asarray(gt)
+    if tuple(pred.shape) != tuple(gt.shape):
+        raise ValueError(f"{where}: prediction shape {tuple(pred.shape)} differs from ground truth shape {tuple(gt.shape)}")
+    return pred, gt
+
+
 def _check_integer(x: np.ndarray, what: str, where: str) -> None:
     if not (np.issubdtype(x.dtype, np.integer) or x.dtype == np.bool_):
         raise ValueError(f"{where}: {what} must be an integer label map, got dtype {x.dtype}")
@@ -57,12 +66,7 @@ class UnknownIoU:
 
     def update(self, pred, gt, name: str | None = None) -> None:
         where = _describe(self.num_images, name)
-        pred = pred if is_tensor(pred) else np.asarray(pred)
-        gt = gt if is_tensor(gt) else np.asarray(gt)
-        if tuple(pred.shape) != tuple(gt.shape):
-            raise ValueError(
-                f"{where}: prediction shape {tuple(pred.shape)} differs from ground truth shape {tuple(gt.shape)}"
-            )
+        pred, gt = _paired(pred, gt, where)
         if is_tensor(gt) and use_torch_ops(pred, self.backend):  # count on the tensors' device
             pred = pred.detach().to(gt.device)
             gt = gt.detach()
@@ -137,12 +141,7 @@ class SemanticMetrics:
 
     def update(self, pred, gt, name: str | None = None) -> None:
         where = _describe(self.num_images, name)
-        pred = pred if is_tensor(pred) else np.asarray(pred)
-        gt = gt if is_tensor(gt) else np.asarray(gt)
-        if tuple(pred.shape) != tuple(gt.shape):
-            raise ValueError(
-                f"{where}: prediction shape {tuple(pred.shape)} differs from ground truth shape {tuple(gt.shape)}"
-            )
+        pred, gt = _paired(pred, gt, where)
         n = self.num_classes
         if is_tensor(gt) and use_torch_ops(pred, self.backend):
             self.confusion += self._confusion_torch(pred, gt, where)
