@@ -17,7 +17,8 @@ distance to the background's epipolar geometry, and the difference to the flow t
 if it were static and stood on the road plane (a car driving ahead stays on its epipolar lines but not
 on that prediction). A track's per-frame scores (1 = the decision threshold) go through
 hysteresis into moving/static frame states; the fraction of moving frames is the track's score, and
-tracks without a clear majority are left unlabelled for the annotator, as are tracks too small to
+tracks without a clear majority are left unlabelled for the annotator (flow mode, whose per-frame
+evidence is noisier: the median per-frame score decides), as are tracks too small to
 measure (no frame where the eroded mask keeps `min_pixels`, i.e. objects of about 8x8 px or less).
 """
 
@@ -65,11 +66,13 @@ class ProposalSettings:
     high: float = 1.2                 # hysteresis: a frame turns moving above this score ...
     low: float = 0.85                 # ... and static below this; in between it keeps the last state
     min_frames: int = 2               # fewer decided frames: no proposal unless the score is far off
-    min_confidence: float = 0.5       # |2 * score - 1| below this: no proposal (ego mode) ...
+    min_confidence: float = 0.5       # |2 * score - 1| below this: no proposal (ego mode)
     silhouette_tolerance_px: float = 1.0  # ego mode: mask misalignment (px) not counted as motion, and
     silhouette_shift_px: float = 0.25     # the mean shift of a mask beyond it that counts as moving
     long_gap: int = 3                 # ego mode: frames i and i + long_gap are compared too (slow objects)
-    flow_min_confidence: float = 0.2  # ... flow mode, whose per-frame evidence flips more often
+    flow_vote: float = 1.2            # flow mode: a track moves when the median of its per-frame scores
+                                      # reaches this (its per-frame evidence flips too often for hysteresis);
+    flow_min_confidence: float = 0.05  # tracks whose frames split evenly (|2 * score - 1| below) stay unsure
 
 
 @dataclass
@@ -126,6 +129,20 @@ def aggregate_track(frame_scores: dict[int, float], settings: ProposalSettings, 
         if not (median >= 2.0 * settings.high or median <= 0.5 * settings.low):
             return None, score, confidence
     return ("moving" if score > 0.5 else "static"), score, confidence
+
+
+def median_vote(frame_scores: dict[int, float], settings: ProposalSettings) -> tuple[str | None, float, float]:
+    """(label or None, score = fraction of frames scoring >= 1, confidence = |2 score - 1|) by the median
+    per-frame score against `flow_vote`: a robust vote for cues whose per-frame evidence is noisy. A
+    track whose frames split evenly (confidence below `flow_min_confidence`) is left unsure."""
+    if not frame_scores:
+        return None, 0.5, 0.0
+    values = np.array(list(frame_scores.values()))
+    score = float(np.mean(values >= 1.0))
+    confidence = abs(2.0 * score - 1.0)
+    if confidence < settings.flow_min_confidence:
+        return None, score, confidence
+    return ("moving" if float(np.median(values)) >= settings.flow_vote else "static"), score, confidence
 
 
 # --------------------------------------------------------------------------------------------------
@@ -498,8 +515,10 @@ def propose_sequence(seq: MotionSequence, mode: str = "auto", preset: str = PROP
             on_frame()
     proposals = {}
     for track, scores in frame_scores.items():
-        floor = settings.min_confidence if used == "ego" else settings.flow_min_confidence
-        label, score, confidence = aggregate_track(scores, settings, floor)
+        if used == "ego":
+            label, score, confidence = aggregate_track(scores, settings)
+        else:
+            label, score, confidence = median_vote(scores, settings)
         proposals[track] = Proposal(track, label, score, confidence, used, scores)
     return proposals
 

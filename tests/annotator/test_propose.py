@@ -77,6 +77,16 @@ def test_aggregation_labels_clear_tracks_and_leaves_split_ones_unsure():
     assert propose.aggregate_track({}, settings) == (None, 0.5, 0.0)
 
 
+def test_median_vote_decides_by_the_median_and_leaves_even_splits_unsure():
+    settings = propose.ProposalSettings(flow_vote=1.2, flow_min_confidence=0.05)
+    # One wild frame does not flip a static track (hysteresis would follow it until the next low frame).
+    assert propose.median_vote({0: 0.3, 1: 9.0, 2: 0.5, 3: 0.4, 4: 0.2}, settings) == ("static", 0.2, 0.6)
+    assert propose.median_vote({0: 1.5, 1: 2.0, 2: 0.9}, settings)[0] == "moving"
+    assert propose.median_vote({0: 1.1, 1: 1.15, 2: 0.2}, settings)[0] == "static"  # median below flow_vote
+    assert propose.median_vote({0: 0.5, 1: 3.0}, settings) == (None, 0.5, 0.0)
+    assert propose.median_vote({}, settings) == (None, 0.5, 0.0)
+
+
 # ------------------------------------------------------------------------------- known-answer scenes
 
 
