@@ -125,8 +125,12 @@ def plot_pixels(stats: dict, out: str | Path) -> Path:
     colours = ["#8c9bab"] * len(stats["known_pixels"]) + [
         "#1f5fbf" if stats["unknown_split"].get(n) == "train" else "#d62728" for n in stats["unknown_pixels"]]
     fig, ax = plt.subplots(figsize=(max(8, 0.38 * len(names)), 4.2), dpi=110)
-    ax.bar(range(len(names)), np.maximum(values, 1), color=colours)
+    heights = np.array(values, dtype=float)
+    ax.bar(range(len(names)), np.where(heights > 0, heights, np.nan), color=colours)
     ax.set_yscale("log")
+    ax.set_ylim(bottom=0.5)
+    for i in np.flatnonzero(heights == 0):  # a log axis cannot show zero: say it
+        ax.text(i, 0.7, "0", ha="center", va="bottom", fontsize=8, color="#555555")
     ax.set_xticks(range(len(names)))
     ax.set_xticklabels(names, rotation=60, ha="right", fontsize=8)
     ax.set_ylabel("# pixels")

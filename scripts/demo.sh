@@ -10,8 +10,8 @@ rm -rf "$OUT"
 step() { printf '\n==== %s\n' "$*"; }
 
 step "1/7 collect the open-set dataset (offline world: train towns, then test towns, three scenarios)"
-vca-carla collect --split train --scenario all --episodes 2 --frames 20 --width 320 --height 180 --out "$DATA"
-vca-carla collect --split test --scenario all --episodes 2 --frames 20 --width 320 --height 180 --out "$DATA" --seed 100
+vca-carla collect --split train --scenario all --episodes 1 --frames 20 --width 320 --height 180 --out "$DATA"
+vca-carla collect --split test --scenario all --episodes 1 --frames 20 --width 320 --height 180 --out "$DATA" --seed 100
 
 step "2/7 dataset statistics (pixels per class, frames per town and scenario)"
 vca-analyze stats "$DATA" --out "$OUT/stats"
