@@ -111,15 +111,16 @@ def track_classes(semantic: np.ndarray, instance: np.ndarray, exclude: set[int])
 
 def motion_state(states: list[list[float]], threshold: float = MOVING_THRESHOLD_M) -> tuple[str, list[bool]]:
     """True moving/static label of a track from its states [x, y, z, yaw, vx, vy, vz] over its visible
-    frames: moving if it got farther than `threshold` metres from where it was first seen (or, seen in
-    one frame only, if it had speed); plus the per-frame moving flags (speed > MOVING_SPEED_MS)."""
+    frames: moving if it got farther than `threshold` metres from where it was first seen, or if it had
+    speed in most of its visible frames (a briefly seen walker covers little ground but is moving);
+    plus the per-frame moving flags (speed > MOVING_SPEED_MS)."""
     s = np.asarray(states, dtype=np.float64).reshape(-1, 7)
     speed = np.hypot(s[:, 4], s[:, 5])
     per_frame = [bool(v > MOVING_SPEED_MS) for v in speed]
     if len(s) == 0:
         return "static", per_frame
     moved = float(np.max(np.hypot(s[:, 0] - s[0, 0], s[:, 1] - s[0, 1])))
-    moving = moved > threshold or (len(s) == 1 and per_frame[0])
+    moving = moved > threshold or 2 * sum(per_frame) > len(per_frame)
     return ("moving" if moving else "static"), per_frame
 
 

@@ -47,6 +47,12 @@ def test_motion_truth_from_actor_states():
     stops = [[5.0 + 0.3 * min(i, 3), 5.0, 0, 0, 3.0 if i < 3 else 0.0, 0, 0] for i in range(6)]
     label, flags = motion_state(stops)
     assert label == "moving" and flags == [True, True, True, False, False, False]
+    # a walker seen for three frames covers only 0.3 m but walks in each of them
+    brief = [[5.0 + 0.15 * i, 5.0, 0, 0, 1.5, 0, 0] for i in range(3)]
+    assert motion_state(brief)[0] == "moving"
+    # one frame with speed among many without (a nudge) is not motion
+    nudge = [[5.0, 5.0, 0, 0, 1.0 if i == 2 else 0.0, 0, 0] for i in range(5)]
+    assert motion_state(nudge)[0] == "static"
 
 
 def test_cityscapes_instance_ids():
