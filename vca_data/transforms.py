@@ -231,20 +231,10 @@ class RandomCrop(JointTransform):
         return f"RandomCrop({self.height}, {self.width})"
 
 
-class ToTensor:
+class ToTensor(JointTransform):
     """Numpy arrays to torch tensors: images HxWx3 uint8 -> 3xHxW float in [0, 1]; dense and flow maps
-    HxW -> 1xHxW, HxWxC -> CxHxW float32; label maps HxW -> int64."""
-
-    def __init__(
-        self,
-        image_keys: Sequence[str] = ("image",),
-        dense_keys: Sequence[str] = ("depth",),
-        label_keys: Sequence[str] = ("label", "fine"),
-        flow_keys: Sequence[str] = (),
-    ):
-        self.image_keys = tuple(image_keys)
-        self.dense_keys = tuple(dense_keys) + tuple(flow_keys)
-        self.label_keys = tuple(label_keys)
+    HxW -> 1xHxW, HxWxC -> CxHxW float32; label maps HxW -> int64. Takes the key lists of the geometric
+    transforms so one set of keys serves a whole pipeline."""
 
     def __call__(self, sample: Sample, rng: np.random.Generator | None = None) -> Sample:
         out = dict(sample)
@@ -254,7 +244,7 @@ class ToTensor:
                 if img.ndim != 3 or img.dtype != np.uint8:
                     raise ValueError(f"ToTensor: {key!r} must be an HxWxC uint8 image, got {img.dtype} {img.shape}")
                 out[key] = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).float().div_(255.0)
-        for key in self.dense_keys:
+        for key in self.dense_keys + self.flow_keys:
             if key in out:
                 arr = np.asarray(out[key], dtype=np.float32)
                 arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
