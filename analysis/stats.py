@@ -16,6 +16,7 @@ from tqdm import tqdm  # noqa: E402
 from vca_data.episodes import EpisodeReader, read_manifest  # noqa: E402
 from vca_data.io import atomic_path  # noqa: E402
 from vca_data.labels import CARLA_TO_TRAIN, TRAIN_NAMES, default_catalogue  # noqa: E402
+from vca_data.metrics.table import format_table  # noqa: E402
 
 
 def episode_statistics(data_dir: str | Path, frame_step: int = 1, progress: bool = True) -> dict:
@@ -82,32 +83,25 @@ def motion_statistics(label_files: list[str | Path]) -> dict:
     return {ds: {kind: dict(c) for kind, c in v.items()} for ds, v in out.items()}
 
 
-def format_table(headers: list[str], rows: list[list]) -> str:
-    cells = [[str(h) for h in headers]] + [[f"{v:,}" if isinstance(v, (int, np.integer)) else str(v) for v in r] for r in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    lines = ["  ".join(c.rjust(w) if j else c.ljust(w) for j, (c, w) in enumerate(zip(r, widths))) for r in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
 def episode_tables(stats: dict) -> str:
-    known = [[n, v] for n, v in stats["known_pixels"].items()]
-    unknown = [[n, stats["unknown_split"].get(n, "?"), v] for n, v in stats["unknown_pixels"].items()]
-    frames = [[r["split"], r["town"], r["scenario"], r["episodes"], r["frames"]] for r in stats["frames"]]
+    known = {n: {"pixels": v} for n, v in stats["known_pixels"].items()}
+    unknown = {n: {"split": stats["unknown_split"].get(n, "?"), "pixels": v} for n, v in stats["unknown_pixels"].items()}
+    frames = {f"{r['split']} {r['town']} {r['scenario']}": {"episodes": r["episodes"], "frames": r["frames"]}
+              for r in stats["frames"]}
     return "\n\n".join([
-        format_table(["known class", "pixels"], known),
-        format_table(["unknown class", "split", "pixels"], unknown),
-        format_table(["split", "town", "scenario", "episodes", "frames"], frames),
+        format_table(known, title="known class"),
+        format_table(unknown, title="unknown class"),
+        format_table(frames, title="split town scenario"),
     ])
 
 
 def motion_table(stats: dict) -> str:
-    rows = []
+    rows = {}
     for ds, kinds in stats.items():
         for kind in ("tracks", "instances"):
             c = kinds.get(kind, {})
-            rows.append([ds, kind, c.get("moving", 0), c.get("static", 0), c.get("ignore", 0)])
-    return format_table(["dataset", "count of", "moving", "static", "ignore"], rows)
+            rows[f"{ds} {kind}"] = {lab: c.get(lab, 0) for lab in ("moving", "static", "ignore")}
+    return format_table(rows, title="motion labels: dataset, count of")
 
 
 def _save(fig, out: Path) -> Path:
