@@ -23,6 +23,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from vca_data import png
 from vca_data.formats import coco
 from vca_data.formats.sequence import Instance, MotionSequence, SequenceError, pick_name
 from vca_data.io import atomic_path
@@ -109,11 +110,10 @@ def read_panoptic_json(path: Path) -> PanopticLabels:
 
 def read_panoptic_png(path: Path) -> np.ndarray:
     """HxW int32 segment ids of a panoptic PNG (R + 256*G + 256*256*B)."""
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise CityscapesVpsFormatError(f"{path}: cannot read panoptic PNG")
-    rgb = bgr[..., ::-1].astype(np.int32)
-    return rgb[..., 0] + 256 * rgb[..., 1] + 65536 * rgb[..., 2]
+    try:
+        return png.read_panoptic_png(path)
+    except ValueError as err:
+        raise CityscapesVpsFormatError(str(err)) from err
 
 
 def write_panoptic_png(path: Path, segment_ids: np.ndarray) -> Path:

@@ -32,11 +32,11 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from vca_data.metrics.loading import read_ahead
 from vca_data.metrics.table import format_table
+from vca_data.png import read_panoptic_png
 
 IOU_THRESHOLD = 0.5
 _LOOKUP_LIMIT = 1 << 25  # ids below this are indexed through a lookup table, others by binary search
@@ -69,7 +69,8 @@ class PanopticQuality:
     def __init__(self, categories: Sequence[Mapping] | Mapping[int, Mapping]):
         self.categories = _categories(categories)
         self._position = {c.id: i for i, c in enumerate(self.categories)}
-        self._table = np.zeros(0, dtype=np.int32)
+        self._table = np.zeros(0, dtype=np.intp)
+        self._buffers: dict[str, np.ndarray] = {}
         self.reset()
 
     def reset(self) -> None:
@@ -100,37 +101,53 @@ class PanopticQuality:
             raise ValueError(f"{where}: {what} segments list an id twice")
         return ids_arr, np.array(cats, dtype=np.int64), np.array(crowd, dtype=bool)
 
-    def _segment_index(self, id_map: np.ndarray, ids: np.ndarray) -> np.ndarray:
-        """Per pixel: 1 for void (id 0), k + 2 for the k-th listed segment, 0 for an unlisted id."""
+    def _buffer(self, name: str, size: int, dtype) -> np.ndarray:
+        """A work array of `size` elements kept between images: fresh arrays of a frame's size would come
+        from the system each time and cost as much in page faults as the counting itself."""
+        buffer = self._buffers.get(name)
+        if buffer is None or buffer.size < size or buffer.dtype != dtype:
+            buffer = self._buffers[name] = np.empty(size, dtype=dtype)
+        return buffer[:size]
+
+    def _segment_index(self, id_map: np.ndarray, ids: np.ndarray, scale: int, out: np.ndarray) -> np.ndarray:
+        """Per pixel into `out` (intp, the id map's size): `scale` for void (id 0), (k + 2) * `scale` for
+        the k-th listed segment, 0 for an unlisted id. With `scale` = the number of prediction codes, the
+        ground truth's codes plus the prediction's index the joint histogram directly."""
         flat = id_map.ravel()
-        codes = np.arange(2, len(ids) + 2, dtype=np.int32)
+        codes = np.arange(2, len(ids) + 2, dtype=np.intp) * scale
         top = int(ids.max()) if ids.size else 0
         if top < _LOOKUP_LIMIT:
             # A lookup table by id, kept between images (a fresh one would fault in its pages each time)
             # and zero except for this image's ids: ids past the table are clipped onto its last entry,
             # which no listed id reaches, and so are negative ids once read as unsigned.
             if len(self._table) < top + 2:
-                self._table = np.zeros(min(max(top + 2, 2 * len(self._table)), _LOOKUP_LIMIT + 1), dtype=np.int32)
+                # a power of two plus the clip entry: 24-bit PNG ids get one table of 2^24 + 1 at once
+                self._table = np.zeros((1 << top.bit_length()) + 1, dtype=np.intp)
             table = self._table
             if flat.dtype.kind == "i":
                 flat = flat.view(flat.dtype.str.replace("i", "u"))
+            index = self._buffer("index", flat.size, np.intp)
             if flat.dtype.itemsize > 4:
-                flat = np.minimum(flat, len(table) - 1).astype(np.intp)
+                np.minimum(flat, len(table) - 1, out=index, casting="unsafe")
+            else:
+                index[...] = flat  # take() would convert to intp itself, more slowly
             table[ids] = codes
-            table[0] = 1
+            table[0] = scale
             try:
-                return np.take(table, flat, mode="clip")
+                return np.take(table, index, mode="clip", out=out)
             finally:
                 table[ids] = 0
                 table[0] = 0
         order = np.argsort(ids)
         sorted_ids = ids[order]
         pos = np.minimum(np.searchsorted(sorted_ids, flat), len(ids) - 1)
-        return np.where(sorted_ids[pos] == flat, codes[order][pos], np.where(flat == 0, 1, 0)).astype(np.int32)
+        out[...] = np.where(sorted_ids[pos] == flat, codes[order][pos], np.where(flat == 0, scale, 0))
+        return out
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
-        state["_table"] = np.zeros(0, dtype=np.int32)  # a cache, not worth sending to other processes
+        state["_table"] = np.zeros(0, dtype=np.intp)  # caches, not worth sending to other processes
+        state["_buffers"] = {}
         return state
 
     def update(
@@ -152,14 +169,13 @@ class PanopticQuality:
         p_ids, p_cat, _ = self._segment_table(pred_segments, "prediction", where)
         g_ids, g_cat, g_crowd = self._segment_table(gt_segments, "ground truth", where)
         num_p, num_g = len(p_ids), len(g_ids)
-        p_index = self._segment_index(pred_ids, p_ids)
-        g_index = self._segment_index(gt_ids, g_ids)
-
         # counts[g, p]: pixels of ground-truth code g and predicted code p (0 unlisted, 1 void, k + 2
         # segment k); intersection drops the unlisted row and column, leaving 0 = void
         cols = num_p + 2
-        joint = g_index * (cols if (num_g + 2) * cols < 2**31 else np.int64(cols))
-        joint += p_index
+        size = gt_ids.size
+        joint = self._segment_index(gt_ids, g_ids, cols, self._buffer("joint", size, np.intp))
+        p_index = self._segment_index(pred_ids, p_ids, 1, self._buffer("prediction", size, np.intp))
+        np.add(joint, p_index, out=joint)
         counts = np.bincount(joint, minlength=(num_g + 2) * cols).reshape(num_g + 2, cols)
         for unlisted, id_map, ids, what in ((counts[0].sum(), gt_ids, g_ids, "ground truth"),
                                             (counts[:, 0].sum(), pred_ids, p_ids, "prediction")):
@@ -276,22 +292,6 @@ def from_category_instance(
     return new_ids[inverse.reshape(encoded.shape)], segments
 
 
-def rgb_to_id(rgb: np.ndarray) -> np.ndarray:
-    """COCO panoptic PNG colour to segment id: R + 256 G + 256^2 B (rgb in RGB channel order), int32."""
-    rgb = rgb.astype(np.int32)
-    return rgb[..., 0] + (rgb[..., 1] << 8) + (rgb[..., 2] << 16)
-
-
-def read_panoptic_png(path: Path) -> np.ndarray:
-    """Id map of a COCO panoptic PNG (HxW int32)."""
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise ValueError(f"{path}: cannot read as an image (expected a COCO panoptic RGB PNG)")
-    # RGBA bytes read as one little-endian uint32 are R + 256 G + 256^2 B + 256^3 A
-    rgba = cv2.cvtColor(image, cv2.COLOR_BGR2RGBA)
-    return (rgba.view("<u4")[..., 0] & np.uint32(0xFFFFFF)).view(np.int32)
-
-
 @dataclass
 class CocoPanoptic:
     """A COCO panoptic annotation set: JSON file, PNG folder, categories, annotations by image_id."""
@@ -301,12 +301,13 @@ class CocoPanoptic:
     categories: list[dict]
     annotations: dict
 
-    def frame(self, image_id) -> tuple[np.ndarray, list[dict]]:
+    def frame(self, image_id, decoder: str = "auto") -> tuple[np.ndarray, list[dict]]:
+        """Id map and segments of one image; `decoder` as in `vca_data.png.panoptic_ids`."""
         annotation = self.annotations[image_id]
         path = self.png_dir / annotation["file_name"]
         if not path.is_file():
             raise FileNotFoundError(f"{path}: PNG of image_id {image_id} listed in {self.json_path} is missing")
-        return read_panoptic_png(path), annotation["segments_info"]
+        return read_panoptic_png(path, decoder), annotation["segments_info"]
 
 
 def read_coco_panoptic(json_path: Path, png_dir: Path | None = None) -> CocoPanoptic:
@@ -334,14 +335,17 @@ def iter_coco_panoptic_pairs(
     gt: CocoPanoptic, pred: CocoPanoptic, workers: int = 1
 ) -> Iterator[tuple[str, tuple, tuple]]:
     """(file name, (pred ids, pred segments), (gt ids, gt segments)) for every ground-truth image,
-    paired by image_id, the PNGs decoded by `workers` threads ahead; a ground-truth image without
+    paired by image_id, the PNGs decoded by `workers` threads ahead (with OpenCV, which decodes without
+    the GIL; in the calling thread with the fastest decoder installed); a ground-truth image without
     prediction is an error."""
     missing = [image_id for image_id in gt.annotations if image_id not in pred.annotations]
     if missing:
         raise ValueError(f"{pred.json_path}: no prediction for image_id {missing[:10]} of {gt.json_path}")
 
+    decoder = "opencv" if workers > 1 else "auto"
+
     def load(image_id):
-        return gt.annotations[image_id]["file_name"], pred.frame(image_id), gt.frame(image_id)
+        return gt.annotations[image_id]["file_name"], pred.frame(image_id, decoder), gt.frame(image_id, decoder)
 
     return read_ahead(load, list(gt.annotations), workers)
 
