@@ -94,12 +94,14 @@ def reference_frame(pred, labels, min_seg, min_inst):
 def test_random_frames_match_the_benchmark_definition():
     rng = np.random.default_rng(0)
     metric = ComponentMetrics(threshold=0.6, min_component_size=4, min_instance_size=6)
+    halves = [ComponentMetrics(threshold=0.6, min_component_size=4, min_instance_size=6) for _ in range(2)]
     all_siou, all_ppv = [], []
-    for _ in range(6):
+    for k in range(6):
         labels = (ndimage.uniform_filter(rng.random((40, 50)), 5) > 0.55).astype(np.uint8)
         labels[rng.random(labels.shape) < 0.03] = 255
         scores = ndimage.uniform_filter(rng.random((40, 50)), 4) + 0.1 * (labels == 1)
         metric.update(scores, labels)
+        halves[k % 2].update(scores, labels)
         siou, ppv = reference_frame(scores >= 0.6, labels, 4, 6)
         all_siou += siou
         all_ppv += ppv
@@ -112,6 +114,10 @@ def test_random_frames_match_the_benchmark_definition():
     fn = (np.array(all_siou)[None] < t).sum(1)
     fp = (np.array(all_ppv)[None] < t).sum(1)
     assert result["mean_f1"] == pytest.approx(np.mean(2 * tp / (2 * tp + fn + fp)))
+    merged = halves[0].merge(halves[1]).compute()
+    assert merged.keys() == result.keys()
+    for key, value in result.items():
+        np.testing.assert_allclose(merged[key], value, err_msg=key)
 
 
 def test_empty_and_errors():

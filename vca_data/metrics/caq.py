@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from vca_data.metrics.accumulate import add_counts
 from vca_data.metrics.anomaly import to_numpy
 from vca_data.metrics.table import format_table
 
@@ -129,12 +130,7 @@ class ClassAgnosticQuality:
     def merge(self, other: ClassAgnosticQuality) -> ClassAgnosticQuality:
         if other.count_unmatched_pred_as_fn != self.count_unmatched_pred_as_fn:
             raise ValueError("cannot merge CAQ accumulators with different counting rules")
-        self.tp += other.tp
-        self.fp += other.fp
-        self.fn += other.fn
-        self.iou_sum += other.iou_sum
-        self.num_images += other.num_images
-        return self
+        return add_counts(self, other, "tp", "fp", "fn", "iou_sum")
 
     def compute(self) -> dict:
         """{'sq', 'rq', 'caq', 'tp', 'fp', 'fn', 'num_images'}; SQ is NaN without matches, RQ and CAQ

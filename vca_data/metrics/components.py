@@ -27,6 +27,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
+from vca_data.metrics.accumulate import add_counts
 from vca_data.metrics.anomaly import to_numpy
 from vca_data.metrics.table import format_table
 
@@ -152,15 +153,8 @@ class ComponentMetrics:
     def merge(self, other: ComponentMetrics) -> ComponentMetrics:
         if not np.array_equal(other.siou_thresholds, self.siou_thresholds):
             raise ValueError("cannot merge component metrics with different sIoU thresholds")
-        for field in ("tp", "fn", "fp"):
-            getattr(self, field).__iadd__(getattr(other, field))
-        self.siou_gt_sum += other.siou_gt_sum
-        self.siou_pred_sum += other.siou_pred_sum
-        self.ppv_sum += other.ppv_sum
-        self.num_instances += other.num_instances
-        self.num_components += other.num_components
-        self.num_images += other.num_images
-        return self
+        return add_counts(self, other, "tp", "fn", "fp", "siou_gt_sum", "siou_pred_sum", "ppv_sum",
+                          "num_instances", "num_components")
 
     def compute(self) -> dict:
         """{'siou', 'siou_pred', 'ppv', 'mean_f1', 'f1' (list per threshold), 'thresholds', 'tp', 'fn',

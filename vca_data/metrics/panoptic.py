@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vca_data.metrics.accumulate import add_counts
 from vca_data.metrics.loading import read_ahead
 from vca_data.metrics.table import format_table
 from vca_data.png import read_panoptic_png
@@ -216,12 +217,7 @@ class PanopticQuality:
     def merge(self, other: PanopticQuality) -> PanopticQuality:
         if other.categories != self.categories:
             raise ValueError("cannot merge panoptic accumulators with different categories")
-        self.tp += other.tp
-        self.fp += other.fp
-        self.fn += other.fn
-        self.iou_sum += other.iou_sum
-        self.num_images += other.num_images
-        return self
+        return add_counts(self, other, "tp", "fp", "fn", "iou_sum")
 
     # --------------------------------------------------------------------------------------- compute
     def compute(self) -> dict:

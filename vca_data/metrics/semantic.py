@@ -23,6 +23,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from vca_data.labels import TRAIN_NAMES, UNKNOWN, VOID
+from vca_data.metrics.accumulate import add_counts
 from vca_data.metrics.anomaly import BACKENDS, is_tensor, to_numpy, use_torch_ops
 from vca_data.metrics.table import format_table
 
@@ -81,10 +82,7 @@ class UnknownIoU:
         self.num_images += 1
 
     def merge(self, other: UnknownIoU) -> UnknownIoU:
-        self.intersection += other.intersection
-        self.union += other.union
-        self.num_images += other.num_images
-        return self
+        return add_counts(self, other, "intersection", "union")
 
     def compute(self) -> dict:
         """{'ca_iou', 'intersection', 'union', 'num_images'}; ca_iou is NaN when the union is empty."""
