@@ -20,7 +20,8 @@ import numpy as np
 import pybullet
 from tqdm import tqdm
 
-from carla_scenarios.offline import Client, command
+from carla_scenarios.offline import command
+from carla_scenarios.offline.client import synchronous_world
 from carla_scenarios.offline.map import build_town
 from carla_scenarios.offline.render import FAR, NEAR, Renderer
 
@@ -29,16 +30,7 @@ CAMERAS = ("rgb", "depth", "semantic_segmentation", "instance_segmentation")
 
 
 def setup(args: argparse.Namespace):
-    client = Client("localhost", 2000)
-    world = client.load_world(args.town)
-    settings = world.get_settings()
-    settings.synchronous_mode = True
-    settings.fixed_delta_seconds = 0.05
-    world.apply_settings(settings)
-    tm = client.get_trafficmanager(8000)
-    tm.set_synchronous_mode(True)
-    tm.set_random_device_seed(args.seed)
-    world.set_pedestrians_seed(args.seed)
+    client, world, tm = synchronous_world(args.town, 2000, dt=0.05, seed=args.seed)
     lib = world.get_blueprint_library()
     spawns = world.get_map().get_spawn_points()
     rng = np.random.default_rng(args.seed)

@@ -138,3 +138,21 @@ class Client:
         else:
             return offline_command.Response(actor_id, f"command {name} is not supported by the offline world")
         return offline_command.Response(actor_id)
+
+
+def synchronous_world(town: str, port: int, dt: float, seed: int = 0) -> tuple[Client, World, TrafficManager]:
+    """Load `town` on the offline server at localhost:`port` and run it in synchronous mode with a fixed
+    step `dt` (seconds), its Traffic Manager (port 8000) synchronous and seeded with `seed`, as are the
+    walkers: the set-up of CARLA's synchronous_mode.py example, for previews, benchmarks and tests that
+    drive a world directly (the collector's rig does it with settings restored on exit)."""
+    client = Client("localhost", port)
+    world = client.load_world(town)
+    settings = world.get_settings()
+    settings.synchronous_mode = True
+    settings.fixed_delta_seconds = dt
+    world.apply_settings(settings)
+    traffic_manager = client.get_trafficmanager(8000)
+    traffic_manager.set_synchronous_mode(True)
+    traffic_manager.set_random_device_seed(seed)
+    world.set_pedestrians_seed(seed)
+    return client, world, traffic_manager

@@ -20,7 +20,8 @@ from tqdm import tqdm
 from vca_data.io import atomic_write_bytes
 from vca_data.labels import colorize_carla, default_catalogue
 
-from . import Client, command
+from . import command
+from .client import synchronous_world
 from .map import TOWN_NAMES
 
 PREVIEW_PORT = 2950  # an address of its own, so a preview never touches another world in the process
@@ -28,15 +29,7 @@ PREVIEW_PORT = 2950  # an address of its own, so a preview never touches another
 
 def render_preview(town: str, width: int, height: int, ticks: int = 20, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """RGB (HxWx3 uint8) and CARLA tag (HxW uint8) images of a town after a few ticks of traffic."""
-    client = Client("localhost", PREVIEW_PORT)
-    world = client.load_world(town)
-    settings = world.get_settings()
-    settings.synchronous_mode = True
-    settings.fixed_delta_seconds = 0.1
-    world.apply_settings(settings)
-    tm = client.get_trafficmanager(8000)
-    tm.set_random_device_seed(seed)
-    world.set_pedestrians_seed(seed)
+    client, world, tm = synchronous_world(town, PREVIEW_PORT, dt=0.1, seed=seed)
     lib = world.get_blueprint_library()
     spawns = world.get_map().get_spawn_points()
     rng = np.random.default_rng(seed)
