@@ -76,12 +76,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     result = evaluate_run(args.run, args.data, split=args.split, checkpoint=args.checkpoint, device=args.device,
-                          progress=not args.quiet)
+                          progress=not args.quiet, save_dir=args.save_predictions)
     title = f"{result['model']} at step {result['step']} on {result['split']} split of {args.data}"
     print(results_table(result, title=title))
     o = result["overall"]
     print(f"mIoU {o['miou'] * 100:.1f}, CA-IoU {o['ca_iou'] * 100:.1f} on {o['images']} images in "
-          f"{time.perf_counter() - t0:.0f} s; results in {Path(args.run) / 'metrics.json'}")
+          f"{time.perf_counter() - t0:.0f} s; results in {Path(args.run) / 'metrics.json'}"
+          + (f"; predictions in {args.save_predictions}" if args.save_predictions else ""))
     return 0
 
 
@@ -90,7 +91,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     written = predict(args.run, args.images, args.out, checkpoint=args.checkpoint, device=args.device,
                       progress=not args.quiet)
-    print(f"wrote {len(written) // 2} semantic and unknown prediction pairs to {args.out}")
+    print(f"wrote {len(written) // 4} predictions to {args.out}: *_labelTrainIds.png (train ids, 254 unknown), "
+          "*_unknownScore.npy (unknown probability) and colour previews *_semantic.png, *_unknown.png")
     return 0
 
 
@@ -119,12 +121,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", choices=["train", "test"], default=None, help="split to evaluate (default: the config's, test)")
     p.add_argument("--checkpoint", type=Path, default=None, help="a checkpoint file instead of the newest")
     p.add_argument("--device", default=None, help="cpu | cuda[:i] (default: cuda when available)")
+    p.add_argument("--save-predictions", type=Path, default=None, metavar="DIR",
+                   help="also write each frame's prediction to DIR as <episode>_<frame>_labelTrainIds.png and "
+                   "_unknownScore.npy (see predict), for `vca-baseline metrics`")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("predict", help="colour PNGs of semantic and unknown predictions",
+    p = sub.add_parser("predict", help="train-id maps, unknown scores and colour previews of images or episodes",
                        description="Predict images (PNG/JPG; RGB-only models) or every frame of episode files "
-                                   "(.h5, with depth) and write <name>_semantic.png and <name>_unknown.png.")
+                                   "(.h5, with depth) and write, per image or frame <name> (episode frames: "
+                                   "<episode>_<frame:06d>, the names of `vca-carla export`): <name>_labelTrainIds.png "
+                                   "(uint8 train ids, 254 unknown), <name>_unknownScore.npy (float32 probability "
+                                   "of the unknown class) and the previews <name>_semantic.png and "
+                                   "<name>_unknown.png. Evaluate them with `vca-baseline metrics`, e.g. --kind "
+                                   "anomaly --pred OUT --pred-suffix _unknownScore --gt EXPORT/gtFine --gt-suffix "
+                                   "_gtFine_labelTrainIds --anomaly-label 254.")
     p.add_argument("run", type=Path)
     p.add_argument("images", type=Path, nargs="+", help="PNG/JPG images or episode files (.h5)")
     p.add_argument("--out", type=Path, required=True, help="output folder")

@@ -1,6 +1,7 @@
 """Evaluation and prediction of trained runs: mIoU over the known classes and CA-IoU over the test
 split's unknown objects, per scenario and overall (vca_data.metrics.semantic), written to
-RUN/metrics.json; and colour PNGs of the semantic and unknown predictions for images or episodes."""
+RUN/metrics.json; and predictions for images or episodes: train-id maps and unknown scores that
+`vca-baseline metrics` reads, and colour previews."""
 
 from __future__ import annotations
 
@@ -45,10 +46,13 @@ def evaluate(
     amp: bool = False,
     max_images: int | None = None,
     progress: bool = True,
+    save_dir: str | Path | None = None,
 ) -> dict:
     """Evaluate `model` on an OpenSetDataset-like dataset (samples with 'label' and meta 'scenario'):
     {'overall': {miou, ca_iou, pixel_accuracy, iou: {class: IoU}, images}, 'scenarios': {name: same}}.
-    With `max_images`, an evenly spaced subset is used (periodic checks during training)."""
+    With `max_images`, an evenly spaced subset is used (periodic checks during training). With
+    `save_dir`, each frame's prediction is also written there as by `predict` (train ids and unknown
+    score, at the evaluated size, named <episode>_<frame:06d>), for `vca-baseline metrics`."""
     device = torch.device(device)
     if max_images is not None and len(dataset) > max_images:
         dataset = Subset(dataset, np.linspace(0, len(dataset) - 1, max_images).round().astype(int).tolist())
@@ -61,9 +65,13 @@ def evaluate(
         for batch in tqdm(loader, desc="eval", unit="batch", disable=not progress, dynamic_ncols=True):
             inputs = {k: v.to(device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
             with torch.autocast(device.type, enabled=amp and device.type == "cuda"):
-                semantic = model.predict(inputs)["semantic"]
-            labels = inputs["label"]
+                pred = model.predict(inputs)
+            semantic, labels = pred["semantic"], inputs["label"]
             for i, scenario in enumerate(batch["meta"]["scenario"]):
+                if save_dir is not None:
+                    name = f"{Path(batch['meta']['episode'][i]).stem}_{int(batch['meta']['frame'][i]):06d}"
+                    write_prediction(save_dir, name, semantic[i].cpu().numpy().astype(np.uint8),
+                                     pred["unknown_prob"][i].float().cpu().numpy())
                 metrics = per_scenario.setdefault(scenario, SemanticMetrics(num_classes=num_classes))
                 metrics.update(semantic[i], labels[i], name=f"{batch['meta']['episode'][i]} frame {int(batch['meta']['frame'][i])}")
     finally:
@@ -89,9 +97,11 @@ def evaluate_run(
     checkpoint: str | Path | None = None,
     device: str | None = None,
     progress: bool = True,
+    save_dir: str | Path | None = None,
 ) -> dict:
     """Evaluate a run on data_dir's split (default: the config's eval split), print nothing, write
-    RUN/metrics.json (keeping the training history) and return the result with its context."""
+    RUN/metrics.json (keeping the training history) and return the result with its context;
+    `save_dir` as in `evaluate`."""
     run_dir = Path(run_dir)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     cfg, model, step = load_run(run_dir, checkpoint, dev)
@@ -99,7 +109,7 @@ def evaluate_run(
     dataset = OpenSetDataset(data_dir, split=split, scenarios=cfg["data"]["scenarios"], transform=eval_transform(cfg),
                              frame_step=cfg["eval"]["frame_step"])
     result = evaluate(model, dataset, dev, cfg["eval"]["batch_size"], cfg["eval"]["workers"],
-                      amp=bool(cfg["train"]["amp"]), progress=progress)
+                      amp=bool(cfg["train"]["amp"]), progress=progress, save_dir=save_dir)
     result.update({"model": cfg["model"]["name"], "step": step, "data": str(Path(data_dir)), "split": split})
     path = run_dir / "metrics.json"
     doc = {}
@@ -142,12 +152,29 @@ def _read_inputs(path: Path, needs: tuple[str, ...]):
     yield path.stem, {"image": cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)}
 
 
-def _write_png(path: Path, rgb: np.ndarray) -> None:
-    ok, data = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+def _write_png(path: Path, image: np.ndarray) -> None:
+    """An RGB (HxWx3) or single-channel image as PNG, atomically."""
+    ok, data = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image)
     if not ok:
         raise OSError(f"{path}: PNG encoding failed")
     with atomic_path(path) as tmp:
         tmp.write_bytes(data.tobytes())
+
+
+def _write_npy(path: Path, array: np.ndarray) -> None:
+    with atomic_path(path, suffix=".npy") as tmp, open(tmp, "wb") as f:
+        np.save(f, array)
+
+
+def write_prediction(out_dir: str | Path, name: str, semantic: np.ndarray, unknown_score: np.ndarray) -> list[Path]:
+    """The metric-ready files of one prediction: <name>_labelTrainIds.png (uint8 train ids, 254 unknown;
+    Cityscapes' naming) and <name>_unknownScore.npy (float32 probability of the unknown class)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    labels, scores = out_dir / f"{name}_labelTrainIds.png", out_dir / f"{name}_unknownScore.npy"
+    _write_png(labels, semantic.astype(np.uint8))
+    _write_npy(scores, unknown_score.astype(np.float32))
+    return [labels, scores]
 
 
 def unknown_overlay(image: np.ndarray, unknown: np.ndarray) -> np.ndarray:
@@ -166,9 +193,12 @@ def predict(
     device: str | None = None,
     progress: bool = True,
 ) -> list[Path]:
-    """Write <name>_semantic.png (train-id colours, unknown orange) and <name>_unknown.png (unknown
-    pixels over the darkened image) for each image or episode frame; returns the written paths. All
-    inputs are checked before any prediction, so a bad path fails fast."""
+    """For each image or episode frame write, at the input's size:
+    <name>_labelTrainIds.png (uint8 train ids, 254 where the unknown class wins: Cityscapes' layout, read
+    by `vca-baseline metrics --kind semantic`), <name>_unknownScore.npy (float32 softmax probability of
+    the unknown class: `--kind anomaly`), and the previews <name>_semantic.png (train-id colours, unknown
+    orange) and <name>_unknown.png (unknown pixels over the darkened image). Returns the written paths.
+    All inputs are checked before any prediction, so a bad path fails fast."""
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     cfg, model, _ = load_run(run_dir, checkpoint, dev)
     needs = tuple(model.input_keys)
@@ -194,9 +224,12 @@ def predict(
             pred = model.predict(batch)
             semantic = pred["semantic"][0].cpu().numpy().astype(np.uint8)
             unknown = pred["unknown"][0].cpu().numpy()
-            if size is not None:  # back to the input's size for the PNGs
+            score = pred["unknown_prob"][0].cpu().numpy().astype(np.float32)
+            if size is not None:  # back to the input's size
                 semantic = cv2.resize(semantic, (w, h), interpolation=cv2.INTER_NEAREST)
                 unknown = cv2.resize(unknown.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)
+                score = cv2.resize(score, (w, h), interpolation=cv2.INTER_LINEAR)
+            written += write_prediction(out_dir, name, semantic, score)
             for suffix, rgb in (("semantic", colorize_train(semantic)), ("unknown", unknown_overlay(sample["image"], unknown))):
                 target = out_dir / f"{name}_{suffix}.png"
                 _write_png(target, rgb)

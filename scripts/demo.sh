@@ -9,29 +9,37 @@ RUN=$OUT/run_prototype
 rm -rf "$OUT"
 step() { printf '\n==== %s\n' "$*"; }
 
-step "1/7 collect the open-set dataset (offline world: train towns, then test towns, three scenarios)"
+step "1/8 collect the open-set dataset (offline world: train towns, then test towns, three scenarios)"
 vca-carla collect --split train --scenario all --episodes 1 --frames 20 --width 320 --height 180 --out "$DATA"
 vca-carla collect --split test --scenario all --episodes 1 --frames 20 --width 320 --height 180 --out "$DATA" --seed 100
 
-step "2/7 dataset statistics (pixels per class, frames per town and scenario)"
+step "2/8 dataset statistics (pixels per class, frames per town and scenario)"
 vca-analyze stats "$DATA" --out "$OUT/stats"
 
-step "3/7 train the tiny two-stream prototype open-set baseline on the CPU"
+step "3/8 train the tiny two-stream prototype open-set baseline on the CPU"
 vca-baseline train --model prototype --config tiny --data "$DATA" --out "$RUN"
 
-step "4/7 evaluate: mIoU on known classes, CA-IoU on the test split's unknown objects, per scenario"
-vca-baseline eval "$RUN" --data "$DATA"
+step "4/8 evaluate: mIoU on known classes, CA-IoU on the test split's unknown objects, per scenario"
+vca-baseline eval "$RUN" --data "$DATA" --save-predictions "$OUT/predictions"
 
-step "5/7 prototypes of the unknown objects and their dendrogram (backbone of the trained run)"
+step "5/8 score the saved predictions as files against a Cityscapes-style export: the same mIoU/CA-IoU, and the unknown class as a pixel anomaly detector (AP, AUROC, FPR@95, component F1)"
+vca-carla export "$DATA" --format cityscapes --split test --out "$OUT/cityscapes"
+vca-baseline metrics --kind semantic --pred "$OUT/predictions" --pred-suffix _labelTrainIds \
+    --gt "$OUT/cityscapes/gtFine" --gt-suffix _gtFine_labelTrainIds --out "$OUT/metrics_semantic.json"
+vca-baseline metrics --kind anomaly --pred "$OUT/predictions" --pred-suffix _unknownScore \
+    --gt "$OUT/cityscapes/gtFine" --gt-suffix _gtFine_labelTrainIds --anomaly-label 254 \
+    --components --min-component-size 20 --min-instance-size 20 --out "$OUT/metrics_anomaly.json"
+
+step "6/8 prototypes of the unknown objects and their dendrogram (backbone of the trained run)"
 vca-analyze dendrogram "$DATA" --weights "run:$RUN" --layer layer3 --max-images 20 --out "$OUT/dendrogram.png" \
     --save-prototypes "$OUT/prototypes.npz"
 
-step "6/7 motion track: export KITTI-MOTS-style sequences and propose moving/static labels from flow"
+step "7/8 motion track: export KITTI-MOTS-style sequences and propose moving/static labels from flow"
 vca-carla export "$DATA" --format kitti-mots --split test --out "$OUT/carla_mots"
 vca-annotate propose "$OUT/carla_mots" --flow-dir "$OUT/carla_mots_flow"
 vca-analyze stats --labels "$OUT/carla_mots/motion_labels.json" --out "$OUT/motion_stats"
 
-step "7/7 export the proposals in the VCA release form (COCO JSON, moving=1 / static=2)"
+step "8/8 export the proposals in the VCA release form (COCO JSON, moving=1 / static=2)"
 vca-annotate export "$OUT/carla_mots" --format coco --include-proposals --out "$OUT/motion_coco.json"
 
 printf '\nDemo done: dataset %s, run %s, figures %s/stats and %s/dendrogram.png.\n' "$DATA" "$RUN" "$OUT" "$OUT"

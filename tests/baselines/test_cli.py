@@ -1,15 +1,19 @@
 """vca-baseline train / eval / predict round trip on a tiny synthetic dataset."""
 
 import json
+from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 import yaml
 
 from baselines.cli import build_parser, main
 from baselines.config import save_config
 from baselines.engine import build_model, save_checkpoint
+from vca_data.datasets import OpenSetDataset
 from vca_data.episodes import list_episodes
+from vca_data.metrics.semantic import SemanticMetrics
 
 
 def test_train_eval_predict_round_trip(open_set_data, micro_overrides, micro_config, tmp_path, capsys):
@@ -25,7 +29,8 @@ def test_train_eval_predict_round_trip(open_set_data, micro_overrides, micro_con
     assert main(argv + sets) == 2  # the folder holds a run: refuse to overwrite it
     assert "--resume" in capsys.readouterr().err
 
-    assert main(["eval", str(run), "--data", str(open_set_data), "--quiet"]) == 0
+    saved = tmp_path / "eval_predictions"
+    assert main(["eval", str(run), "--data", str(open_set_data), "--quiet", "--save-predictions", str(saved)]) == 0
     table = capsys.readouterr().out
     assert "parking" in table and "construction" in table and "CA-IoU" in table
     metrics = json.loads((run / "metrics.json").read_text())
@@ -33,6 +38,16 @@ def test_train_eval_predict_round_trip(open_set_data, micro_overrides, micro_con
     assert set(metrics["scenarios"]) == {"parking", "construction"}
     assert metrics["overall"]["images"] == 6  # two test episodes of 3 frames
     assert 0.0 <= metrics["overall"]["miou"] <= 1.0
+    # the saved predictions, scored as files against the dataset's labels, give eval's numbers
+    from_files = SemanticMetrics()
+    for sample in OpenSetDataset(open_set_data, split="test"):
+        name = f"{Path(sample['meta']['episode']).stem}_{sample['meta']['frame']:06d}"
+        pred = cv2.imread(str(saved / f"{name}_labelTrainIds.png"), cv2.IMREAD_UNCHANGED)
+        score = np.load(saved / f"{name}_unknownScore.npy")
+        assert pred.shape == score.shape == sample["label"].shape and score.dtype == np.float32
+        from_files.update(pred, sample["label"])
+    assert from_files.compute()["miou"] == pytest.approx(metrics["overall"]["miou"], abs=1e-12)
+    assert len(list(saved.iterdir())) == 12
 
     episode = list_episodes(open_set_data, split="test")[0]
     image = tmp_path / "street.png"
@@ -40,11 +55,14 @@ def test_train_eval_predict_round_trip(open_set_data, micro_overrides, micro_con
     pred_dir = tmp_path / "pred"
     assert main(["predict", str(run), str(image), str(episode), "--out", str(pred_dir), "--quiet"]) == 0
     names = sorted(p.name for p in pred_dir.iterdir())
-    assert names == sorted(
-        ["street_semantic.png", "street_unknown.png"]
-        + [f"{episode.stem}_{i:06d}_{kind}.png" for i in range(3) for kind in ("semantic", "unknown")]
-    )
+    kinds = ("semantic.png", "unknown.png", "labelTrainIds.png", "unknownScore.npy")
+    assert names == sorted([f"street_{kind}" for kind in kinds]
+                           + [f"{episode.stem}_{i:06d}_{kind}" for i in range(3) for kind in kinds])
     assert cv2.imread(str(pred_dir / "street_semantic.png")).shape == (40, 56, 3)
+    train_ids = cv2.imread(str(pred_dir / "street_labelTrainIds.png"), cv2.IMREAD_UNCHANGED)
+    score = np.load(pred_dir / "street_unknownScore.npy")
+    assert train_ids.shape == score.shape == (40, 56) and score.dtype == np.float32
+    assert set(np.unique(train_ids)) <= set(range(19)) | {254} and 0 <= score.min() <= score.max() <= 1
 
 
 def test_predict_plain_image_needs_depth_model_error(micro_config, tmp_path, capsys):

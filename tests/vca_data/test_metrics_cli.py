@@ -62,6 +62,35 @@ def test_unpaired_and_mismatched_files_are_reported(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
+def test_anomaly_from_train_id_maps_beside_other_files(tmp_path, capsys):
+    """Cityscapes-style ground truth: train ids with 254 for unknown objects, colour PNGs beside them."""
+    rng = np.random.default_rng(2)
+    gt_dir, pred_dir = tmp_path / "gtFine" / "test" / "Town02", tmp_path / "pred"
+    gt_dir.mkdir(parents=True)
+    pred_dir.mkdir()
+    expected = AnomalyPixelMetrics(exact=True)
+    for k in range(2):
+        train_ids = rng.integers(0, 19, (20, 30)).astype(np.uint8)
+        train_ids[4:12, 5:15] = 254
+        train_ids[-2:] = 255
+        scores = (rng.random(train_ids.shape) + 0.7 * (train_ids == 254)).astype(np.float32)
+        cv2.imwrite(str(gt_dir / f"ep_{k:06d}_gtFine_labelTrainIds.png"), train_ids)
+        cv2.imwrite(str(gt_dir / f"ep_{k:06d}_gtFine_color.png"), np.zeros((20, 30, 3), np.uint8))
+        np.save(pred_dir / f"ep_{k:06d}_unknownScore.npy", scores)
+        expected.update(scores, np.where(train_ids == 255, 255, train_ids == 254).astype(np.uint8))
+    out = tmp_path / "a.json"
+    argv = ["--kind", "anomaly", "--pred", str(pred_dir), "--gt", str(tmp_path / "gtFine"), "--exact",
+            "--pred-suffix", "_unknownScore", "--no-progress"]
+    argv_train_ids = [*argv, "--gt-suffix", "_gtFine_labelTrainIds"]
+    assert main([*argv_train_ids, "--anomaly-label", "254", "--out", str(out)]) == 0
+    results = json.loads(out.read_text())["results"]["pixel"]
+    assert results["ap"] == pytest.approx(expected.compute()["ap"], abs=1e-12) and results["ap"] < 1
+    assert main([*argv_train_ids, "--anomaly-label", "255"]) == 2  # the void label cannot be the anomaly
+    assert "--anomaly-label and --void are both 255" in capsys.readouterr().err
+    assert main([*argv, "--gt-suffix", "_gtFine_instanceIds"]) == 2
+    assert "no .png/.npy files whose name ends with _gtFine_instanceIds" in capsys.readouterr().err
+
+
 def test_semantic_and_register(tmp_path):
     rng = np.random.default_rng(1)
     (tmp_path / "p").mkdir()

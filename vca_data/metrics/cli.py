@@ -30,10 +30,12 @@ KINDS = ("anomaly", "semantic", "panoptic", "caq")
 KITTI_IGNORE_CLASS = 10
 
 FORMATS = """\
-formats of --pred and --gt (files are paired by file stem; a missing partner is an error):
+formats of --pred and --gt (files anywhere below the folders, paired by file stem; with --pred-suffix /
+--gt-suffix only the files whose stem ends with it are read; a missing partner is an error):
   anomaly   pred: score maps, *.npy (HxW float; higher = more anomalous) or *.png / *.tif (8/16-bit;
             the integer values are the scores, only their order matters)
-            gt:   *.png labels, 0 in-distribution, 1 anomaly, --void (255) ignored
+            gt:   *.png labels, 0 in-distribution, 1 anomaly, --void (255) ignored; with --anomaly-label
+            254 the train-id maps of `vca-carla export` (254 = unknown object) serve as they are
   semantic  pred: *.png (or *.npy) train-id maps; values outside 0..N-1, e.g. 254, mean "no known class"
             gt:   *.png train-id maps, 255 void, 254 unknown object (CA-IoU; excluded from the classes)
   panoptic  COCO panoptic: a JSON file (or a folder with exactly one *.json) and its PNGs (RGB,
@@ -56,15 +58,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pred", required=True, type=Path, help="predictions (folder or, for panoptic, JSON)")
     parser.add_argument("--gt", required=True, type=Path, help="ground truth (folder or, for panoptic, JSON)")
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
-    parser.add_argument("--pred-suffix", default="", help="strip this from prediction file stems before pairing "
+    parser.add_argument("--pred-suffix", default="", help="read only prediction files whose stem ends with this, "
+                        "and strip it before pairing "
                         "(e.g. _scores)")
-    parser.add_argument("--gt-suffix", default="", help="strip this from ground-truth file stems before pairing "
+    parser.add_argument("--gt-suffix", default="", help="read only ground-truth files whose stem ends with this, "
+                        "and strip it before pairing "
                         "(e.g. _gtFine_labelTrainIds)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.add_argument("--workers", type=int, default=4,
                         help="threads decoding files ahead of the metric (default 4; 1: none)")
     anomaly = parser.add_argument_group("anomaly")
     anomaly.add_argument("--void", type=int, default=255, help="void label of the anomaly ground truth (default 255)")
+    anomaly.add_argument("--anomaly-label", type=int, default=1,
+                         help="ground-truth label of anomalous pixels (default 1); every other label but --void "
+                         "is in-distribution, so 254 reads the toolkit's train-id maps (254 = unknown object)")
     anomaly.add_argument("--exact", action="store_true", help="sort all scores instead of the 2^bits histogram")
     anomaly.add_argument("--bins-bits", type=int, default=20, help="histogram of 2^BITS bins (1-24, default 20)")
     anomaly.add_argument("--tpr", type=float, default=0.95, help="TPR at which the FPR is read (default 0.95)")
@@ -170,12 +177,15 @@ def _files_by_stem(folder: Path, suffixes: Sequence[str], strip: str, role: str)
         raise MetricsInputError(f"{role} folder {folder} does not exist")
     files = {}
     for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in suffixes):
-        stem = path.stem[: -len(strip)] if strip and path.stem.endswith(strip) else path.stem
+        if strip and not path.stem.endswith(strip):
+            continue  # e.g. the colour and instance PNGs beside Cityscapes' *_labelTrainIds.png
+        stem = path.stem[: -len(strip)] if strip else path.stem
         if stem in files:
             raise MetricsInputError(f"{role} folder {folder}: two files pair as '{stem}': {files[stem]} and {path}")
         files[stem] = path
     if not files:
-        raise MetricsInputError(f"{role} folder {folder} holds no {'/'.join(suffixes)} files")
+        ending = f" whose name ends with {strip}" if strip else ""
+        raise MetricsInputError(f"{role} folder {folder} holds no {'/'.join(suffixes)} files{ending}")
     return files
 
 
@@ -227,11 +237,29 @@ def _progress(items, args, desc: str, total: int | None = None):
 
 
 # ---------------------------------------------------------------------------------------- evaluators
+def _anomaly_pair(args):
+    """The pair reader of the anomaly evaluation: ground-truth labels as 0 / 1 / void, where
+    --anomaly-label names the anomalous pixels."""
+    if args.anomaly_label == 1:
+        return _read_pair
+
+    def read(pair):
+        pair, scores, labels = _read_pair(pair)
+        mapped = (labels == args.anomaly_label).astype(np.uint8 if args.void < 256 else np.int32)
+        mapped[labels == args.void] = args.void
+        return pair, scores, mapped
+
+    return read
+
+
 def evaluate_anomaly(args) -> tuple[dict, str]:
+    if args.anomaly_label == args.void:
+        raise MetricsInputError(f"--anomaly-label and --void are both {args.void}")
+    read_pair = _anomaly_pair(args)
     pairs = pair_files(args, (".npy", ".png", ".tif", ".tiff"), (".png", ".npy"))
     pixel = AnomalyPixelMetrics(exact=args.exact, bins_bits=args.bins_bits, void_label=args.void,
                                 tpr=args.tpr, fpr_at_tpr_rule=args.fpr_rule)
-    for (stem, pred_path, gt_path), scores, labels in _progress(read_ahead(_read_pair, pairs, args.workers), args,
+    for (stem, pred_path, gt_path), scores, labels in _progress(read_ahead(read_pair, pairs, args.workers), args,
                                                                  "anomaly", total=len(pairs)):
         _check_same_shape(stem, scores, labels, pred_path, gt_path)
         pixel.update(scores, labels, name=str(pred_path))
@@ -242,7 +270,7 @@ def evaluate_anomaly(args) -> tuple[dict, str]:
         components = ComponentMetrics(threshold=threshold, void_label=args.void,
                                       min_component_size=args.min_component_size,
                                       min_instance_size=args.min_instance_size)
-        for (_stem, pred_path, _gt), scores, labels in _progress(read_ahead(_read_pair, pairs, args.workers), args,
+        for (_stem, pred_path, _gt), scores, labels in _progress(read_ahead(read_pair, pairs, args.workers), args,
                                                                  "components", total=len(pairs)):
             components.update(scores, labels, name=str(pred_path))
         result["components"] = components.compute()
