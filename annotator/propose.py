@@ -10,12 +10,13 @@ by the ego flow (near objects passing the camera stay within DIS's reach) and wi
 with the camera in a turn), and each track keeps the one that explains its pixels better. A second cue
 needs no flow: each track's mask moved into the other frame as if it were static (depth and pose),
 against its real mask there, which sees textureless objects move. Frames i and i+3 are compared too
-(ego mode), so slow objects add up motion. Without depth or pose
-("flow" mode) the camera motion is fitted with RANSAC outside the instance masks (homography, and the
-essential matrix with K from the calibration or a guess), and two cues are combined: the Sampson
-distance to the background's epipolar geometry, and the difference to the flow the object would have
-if it were static and stood on the road plane (a car driving ahead stays on its epipolar lines but not
-on that prediction). A track's per-frame scores (1 = the decision threshold) go through
+(ego mode), so slow objects add up motion. Without depth or pose ("flow" mode) the camera motion is fitted with
+RANSAC outside the instance masks (homography, and the essential matrix with K from the calibration or
+a guess), and two cues are combined: the Sampson distance to the background's epipolar geometry, and
+the difference to the flow the object would have if it were static and stood on the road plane where
+it touches it (a car driving ahead stays on its epipolar lines but not on that prediction). Flow mode
+cannot see an object that moves along its viewing ray far ahead (a car following the road at the
+camera's speed): its image differs from a static object's by a pixel or two over seconds. A track's per-frame scores (1 = the decision threshold) go through
 hysteresis into moving/static frame states; the fraction of moving frames is the track's score, and
 tracks without a clear majority are left unlabelled for the annotator (flow mode, whose per-frame
 evidence is noisier: the median per-frame score decides), as are tracks too small to
@@ -61,8 +62,9 @@ class ProposalSettings:
     flow_sigma_px: float = 0.5       # ego mode: flow error assumed when judging depth changes
     min_kept: float = 0.3             # fraction of a mask that must land on the same track in the next frame
     flow_noise_px: float = 0.28       # flow mode: residual (px) that counts as moving ...
-    flow_relative: float = 0.055      # ... plus this fraction of the flow expected at the object (of its
-    flow_error: float = 0.02          # translational part for the ground cue, plus this of all of it)
+    flow_relative: float = 0.055      # ... plus this fraction of the flow at the object (epipolar cue)
+    ground_depth_error: float = 0.055  # flow mode, ground cue: this fraction of the predicted translational
+    flow_error: float = 0.02          # flow (contact depth error), plus this fraction of all of it (DIS)
     high: float = 1.2                 # hysteresis: a frame turns moving above this score ...
     low: float = 0.85                 # ... and static below this; in between it keeps the last state
     min_frames: int = 2               # fewer decided frames: no proposal unless the score is far off
@@ -311,7 +313,9 @@ def contact_depth(track: int, id_map: np.ndarray, K: np.ndarray, normal: np.ndar
     """Depth map (0 elsewhere) of a track as if it stood on the ground plane n.X = d: each column of the
     object gets the depth where the ray through its lowest pixel meets the plane (a vertical surface
     standing there). Columns whose bottom is hidden (another object or the image border below) get the
-    median of the others; None when fewer than a third of the columns touch visible ground."""
+    median of the others; None when fewer than a third of the columns touch visible ground. An object
+    taller than wide (a pedestrian, a post) touches the ground at its lowest points only, not at the
+    lowest pixels of its arms: it gets one depth, from the columns within 2 px of its lowest row."""
     h, _ = id_map.shape
     whole = id_map == track
     columns = np.flatnonzero(whole.any(axis=0))
@@ -320,12 +324,18 @@ def contact_depth(track: int, id_map: np.ndarray, K: np.ndarray, normal: np.ndar
     bottoms = h - 1 - np.argmax(whole[::-1, columns], axis=0)
     below = np.minimum(bottoms + 1, h - 1)
     visible = (bottoms + 1 < h) & (id_map[below, columns] == 0)
+    rows = np.flatnonzero(whole.any(axis=1))
+    upright = rows[-1] - rows[0] + 1 > columns.size
+    if upright:
+        lowest = bottoms.max()
+        visible &= bottoms >= lowest - 2
+        bottoms = np.full_like(bottoms, lowest)
     rays = np.linalg.inv(K) @ np.vstack([columns, bottoms + 0.5, np.ones_like(columns)])
     along = normal @ rays
     with np.errstate(divide="ignore", invalid="ignore"):
         depth = offset / along
     good = visible & (along > 1e-6) & np.isfinite(depth) & (depth > 0)
-    if good.sum() < max(2, columns.size / 3):
+    if good.sum() < (1 if upright else max(2, columns.size / 3)):
         return None
     depth = np.where(good, depth, np.median(depth[good]))
     out = np.zeros(id_map.shape, np.float32)
@@ -333,6 +343,85 @@ def contact_depth(track: int, id_map: np.ndarray, K: np.ndarray, normal: np.ndar
     column_depth[columns] = depth
     out[whole] = np.broadcast_to(column_depth, id_map.shape)[whole]
     return out
+
+
+@dataclass
+class FlowCues:
+    """What flow-only mode measures on one track in one frame pair: medians over its mask, in pixels.
+    Without a measurable camera translation only `residual` is set; `ground_*` need a road plane and a
+    visible contact with it."""
+
+    flow: float                                 # |flow|
+    residual: float | None = None               # |flow - background homography flow|
+    sampson: float | None = None                # distance to the background's epipolar geometry
+    ground_residual: float | None = None        # |flow - flow of the object static on the road|
+    ground_translational: float | None = None   # translational part of that predicted flow
+    ground_flow: float | None = None            # |that predicted flow|
+
+
+def flow_only_cues(flow: np.ndarray, id_map: np.ndarray, masks: dict[int, np.ndarray], exclude: np.ndarray,
+                   K: np.ndarray, settings: ProposalSettings) -> tuple[dict[int, FlowCues], np.ndarray]:
+    """Per-track cues of one frame pair from flow alone (see `flow_only_scores`), and the
+    homography-suppressed flow. No cues when the background fit fails or is implausible."""
+    h, w = id_map.shape
+    step = max(4, int(round(min(h, w) / 60)))
+    background = vf.fit_background_motion(flow, exclude, step=step)
+    if background.homography is None:
+        return {}, np.zeros_like(flow)
+    suppressed = flow - vf.homography_flow(background.homography, h, w)
+    magnitude = np.linalg.norm(flow, axis=2)
+    motion, _ = vf.essential_motion(flow, K, exclude, step=step)
+    if motion is None:
+        full_residual = np.linalg.norm(suppressed, axis=2)
+        return {track: FlowCues(_robust(magnitude[mask]), residual=_robust(full_residual[mask]))
+                for track, mask in masks.items()}, suppressed
+    sampson = vf.sampson_map(vf.fundamental_from_motion(K, motion), flow)
+    lower = exclude.copy()
+    lower[: int(K[1, 2]) + 2] = True  # the road lies below the horizon
+    x0, x1 = vf.background_correspondences(flow, lower, step=max(2, step // 2))
+    depth = vf.triangulate_depth(x0, x1, K, motion)
+    points = np.column_stack([(x0[:, 0] - K[0, 2]) / K[0, 0] * depth, (x0[:, 1] - K[1, 2]) / K[1, 1] * depth, depth])
+    plane = vf.fit_ground_plane(points)
+    if plane is not None and plane[0][1] < 0:
+        # The triangulated road lies above the camera: the essential matrix took a wrong solution, and
+        # neither its epipolar lines nor its ground prediction can be trusted in this frame pair.
+        return {}, suppressed
+    cues = {}
+    for track, mask in masks.items():
+        cue = FlowCues(_robust(magnitude[mask]), sampson=_robust(sampson[mask]))
+        pseudo = contact_depth(track, id_map, K, *plane[:2]) if plane is not None else None
+        if pseudo is not None:
+            rows, cols = np.nonzero(mask)
+            box = np.s_[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+            K_box = K.copy()
+            K_box[0, 2] -= cols.min()
+            K_box[1, 2] -= rows.min()
+            predicted, valid = vf.ego_flow(pseudo[box], K_box, motion)
+            pixels = mask[box] & valid
+            if pixels.sum() >= settings.min_pixels // 2:
+                rotation = vf.rotation_flow(K_box, motion, *pixels.shape)
+                cue.ground_residual = _robust(np.linalg.norm(flow[box][pixels] - predicted[pixels], axis=1))
+                cue.ground_translational = _robust(np.linalg.norm(predicted[pixels] - rotation[pixels], axis=1))
+                cue.ground_flow = _robust(np.linalg.norm(predicted[pixels], axis=1))
+        cues[track] = cue
+    return cues, suppressed
+
+
+def flow_cue_score(cue: FlowCues, settings: ProposalSettings) -> float:
+    """One frame's score of a track from its flow-only cues (1 = the decision line): each cue divided by
+    the error expected of it, the larger one wins. DIS's error grows with the flow (`flow_relative`);
+    the ground prediction's depth comes from a contact point on a fitted plane and only scales the
+    translational part of the prediction (the rotation part is exact), so its tolerance follows that
+    part (`ground_depth_error`: plane tilt, kerbs, hidden feet) plus DIS's error on the whole flow."""
+    scale = settings.flow_noise_px + settings.flow_relative * cue.flow
+    if cue.sampson is None:
+        return cue.residual / scale if cue.residual is not None else float("nan")
+    scores = [cue.sampson / scale]
+    if cue.ground_residual is not None:
+        expected = (settings.flow_noise_px + settings.ground_depth_error * cue.ground_translational
+                    + settings.flow_error * cue.ground_flow)
+        scores.append(cue.ground_residual / expected)
+    return max(scores)
 
 
 def flow_only_scores(flow: np.ndarray, id_map: np.ndarray, masks: dict[int, np.ndarray], exclude: np.ndarray,
@@ -344,57 +433,13 @@ def flow_only_scores(flow: np.ndarray, id_map: np.ndarray, masks: dict[int, np.n
     along epipolar lines). Cue 2: the flow the object would have if it were static and stood on the
     ground: the camera motion comes from the background's essential matrix (K from the calibration, or
     a guess), the road plane from triangulated background points in the lower half, and the object's
-    depth from where its columns touch that plane; a car driving ahead stays on its epipolar lines but
-    not on this prediction. Each cue is divided by (noise + a fraction of the flow expected there),
-    which puts far and near objects on one scale; the larger cue wins. With a camera that does not
-    translate the background homography explains every static point, and the residual to it is the
-    measure. The road plane is fitted per frame: in units of the camera's motion per frame it changes
-    whenever the car brakes or accelerates."""
-    h, w = id_map.shape
-    step = max(4, int(round(min(h, w) / 60)))
-    background = vf.fit_background_motion(flow, exclude, step=step)
-    if background.homography is None:
-        return {}, np.zeros_like(flow)
-    suppressed = flow - vf.homography_flow(background.homography, h, w)
-    magnitude = np.linalg.norm(flow, axis=2)
-    motion, _ = vf.essential_motion(flow, K, exclude, step=step)
-    scores = {}
-    if motion is None:
-        full_residual = np.linalg.norm(suppressed, axis=2)
-        for track, mask in masks.items():
-            scale = settings.flow_noise_px + settings.flow_relative * _robust(magnitude[mask])
-            scores[track] = _robust(full_residual[mask]) / scale
-        return scores, suppressed
-    sampson = vf.sampson_map(vf.fundamental_from_motion(K, motion), flow)
-    lower = exclude.copy()
-    lower[: int(K[1, 2]) + 2] = True  # the road lies below the horizon
-    x0, x1 = vf.background_correspondences(flow, lower, step=max(2, step // 2))
-    depth = vf.triangulate_depth(x0, x1, K, motion)
-    points = np.column_stack([(x0[:, 0] - K[0, 2]) / K[0, 0] * depth, (x0[:, 1] - K[1, 2]) / K[1, 1] * depth, depth])
-    plane = vf.fit_ground_plane(points)
-    for track, mask in masks.items():
-        scale = settings.flow_noise_px + settings.flow_relative * _robust(magnitude[mask])
-        cues = [_robust(sampson[mask]) / scale]
-        pseudo = contact_depth(track, id_map, K, *plane[:2]) if plane is not None else None
-        if pseudo is not None:
-            rows, cols = np.nonzero(mask)
-            box = np.s_[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
-            K_box = K.copy()
-            K_box[0, 2] -= cols.min()
-            K_box[1, 2] -= rows.min()
-            predicted, valid = vf.ego_flow(pseudo[box], K_box, motion)
-            pixels = mask[box] & valid
-            if pixels.sum() >= settings.min_pixels // 2:
-                residual = np.linalg.norm(flow[box][pixels] - predicted[pixels], axis=1)
-                # The guessed depth only scales the translational part of the prediction; the rotation
-                # part is exact, so the tolerance follows the former (and DIS's error the whole flow).
-                rotation = vf.rotation_flow(K_box, motion, *pixels.shape)
-                translational = np.linalg.norm(predicted[pixels] - rotation[pixels], axis=1)
-                expected = (settings.flow_noise_px + settings.flow_relative * _robust(translational)
-                            + settings.flow_error * _robust(np.linalg.norm(predicted[pixels], axis=1)))
-                cues.append(_robust(residual) / expected)
-        scores[track] = max(cues)
-    return scores, suppressed
+    depth from where it touches that plane; a car driving ahead stays on its epipolar lines but not on
+    this prediction. Each cue is divided by the error expected of it (`flow_cue_score`), which puts far
+    and near objects on one scale. With a camera that does not translate the background homography
+    explains every static point, and the residual to it is the measure. The road plane is fitted per
+    frame: in units of the camera's motion per frame it changes whenever the car brakes or accelerates."""
+    cues, suppressed = flow_only_cues(flow, id_map, masks, exclude, K, settings)
+    return {track: flow_cue_score(cue, settings) for track, cue in cues.items()}, suppressed
 
 
 # --------------------------------------------------------------------------------------------------
@@ -495,7 +540,9 @@ def propose_sequence(seq: MotionSequence, mode: str = "auto", preset: str = PROP
     for i, j in _frame_pairs(seq, all_frames=flow_dir is not None):
         scores, flow, suppressed = pair_scores(i, j)
         # Slow objects: over a longer gap (same camera-motion compensation) their own motion adds up
-        # while the measuring error does not; tracks seen in both frames take that measurement.
+        # while the measuring error does not; tracks seen in both frames take that measurement. Not in
+        # flow mode: there the road plane fitted over the longer gap errs by tens of per cent and parked
+        # cars near the camera turn moving (measured on rendered streets).
         far = i + settings.long_gap
         if used == "ego" and far > j > i and far < seq.num_frames and far in labelled:
             scores.update(pair_scores(i, far)[0])

@@ -202,3 +202,79 @@ def test_silhouette_cue_sees_a_textureless_box_move_and_nothing_on_a_static_one(
     # 1 px tolerance) outside its real mask, about 0.5 px on average over the mask.
     assert 0.4 < scores[1002] * settings.silhouette_shift_px < 0.8
     assert scores[1002] > settings.high
+
+
+def test_contact_depth_puts_an_upright_object_where_its_feet_touch_the_road():
+    K = np.array([[100.0, 0.0, 20.0], [0.0, 100.0, 10.0], [0.0, 0.0, 1.0]])
+    normal, offset = np.array([0.0, 1.0, 0.0]), 1.5  # the road 1.5 m below the camera
+    id_map = np.zeros((80, 60), np.int32)
+    id_map[20:61, 10:14] = 7  # a pedestrian: body and legs down to row 60 ...
+    id_map[25:46, 7:10] = 7   # ... and arms ending far above the feet, with road below them
+    id_map[25:46, 14:17] = 7
+    depth = propose.contact_depth(7, id_map, K, normal, offset)
+    feet = offset / ((60.5 - K[1, 2]) / K[1, 1])
+    assert np.allclose(depth[id_map == 7], feet)
+    # A wide object (a car seen from the side) keeps one depth per column, from each column's bottom.
+    id_map[:] = 0
+    id_map[40:50, 5:45] = 3
+    id_map[50, 25:45] = 3  # its right half reaches one row lower: nearer
+    car = propose.contact_depth(3, id_map, K, normal, offset)
+    assert np.isclose(car[45, 10], offset / ((49.5 - 10.0) / 100.0))
+    assert np.isclose(car[45, 30], offset / ((50.5 - 10.0) / 100.0))
+    # Hidden bottoms (the image border) give no contact.
+    id_map[:] = 0
+    id_map[60:80, 10:14] = 7
+    assert propose.contact_depth(7, id_map, K, normal, offset) is None
+
+
+def test_flow_only_cues_see_textureless_boxes_static_on_the_road_and_driving_ahead():
+    """Flat-shaded boxes (no texture inside: DIS only sees their outlines) on a textured road between
+    facades, camera driving forward at 0.45 m per frame: a parked box scores static; a box driving
+    ahead at 0.3 m per frame (its motion stays on the epipolar lines) scores moving through the ground
+    cue, which predicts its flow as if it were static where its bottom touches the road."""
+    textures = driving_textures(seed=11) + [np.full((8, 8), 0.45, np.float32)]
+    flat = len(textures) - 1
+    K = np.array([[150.0, 0.0, W / 2], [0.0, 150.0, H / 2], [0.0, 0.0, 1.0]])
+    boxes = [DrivingBox(np.array([-3.4, CAMERA_HEIGHT - 1.5, 9.0]), np.array([-1.6, CAMERA_HEIGHT, 13.0]),
+                        np.zeros(3), 1001, flat),
+             DrivingBox(np.array([-0.9, CAMERA_HEIGHT - 1.5, 10.0]), np.array([0.9, CAMERA_HEIGHT, 14.0]),
+                        np.array([0.0, 0.0, 0.3]), 1002, flat)]
+    for side in (-1, 1):
+        boxes.append(DrivingBox(np.array([min(4.5 * side, 9 * side), CAMERA_HEIGHT - 6.0, 3.0]),
+                                np.array([max(4.5 * side, 9 * side), CAMERA_HEIGHT, 60.0]), np.zeros(3), 0, 1))
+    settings = propose.ProposalSettings()
+    frames = []
+    for t in range(4):
+        pose = np.eye(4)
+        pose[2, 3] = 0.45 * t
+        frames.append(render_driving_frame(boxes, t, pose, K, H, W, textures, ground_y=CAMERA_HEIGHT))
+    scores: dict[int, list[float]] = {1001: [], 1002: []}
+    for (rgb0, _, ids0), (rgb1, _, ids1) in zip(frames, frames[1:]):
+        flow = vf.compute_flow(rgb0, rgb1, "medium")
+        masks = propose.track_masks(ids0, settings, propose.landing_ids(ids1, flow))
+        exclude = cv2.dilate((ids0 > 0).astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
+        cues, _ = propose.flow_only_cues(flow, ids0, masks, exclude, K, settings)
+        # Both stand on the road with their contact in view: the ground cue is measured on both, and
+        # the epipolar cue alone sees neither move.
+        for track in scores:
+            assert cues[track].ground_residual is not None
+            assert cues[track].sampson < settings.flow_noise_px + settings.flow_relative * cues[track].flow
+            scores[track].append(propose.flow_cue_score(cues[track], settings))
+    assert max(scores[1001]) < 1.0
+    assert np.median(scores[1002]) > settings.flow_vote
+
+
+def test_flow_cue_score_divides_each_cue_by_its_expected_error_and_takes_the_larger():
+    settings = propose.ProposalSettings(flow_noise_px=0.3, flow_relative=0.05, ground_depth_error=0.1,
+                                        flow_error=0.02)
+    # Epipolar cue only: 1.6 px off the epipolar lines where 0.3 + 0.05 * 10 = 0.8 px is expected.
+    assert propose.flow_cue_score(propose.FlowCues(flow=10.0, sampson=1.6), settings) == pytest.approx(2.0)
+    # The ground cue's tolerance follows the translational part of the prediction (the guessed depth
+    # only scales that part): 0.3 + 0.1 * 4 + 0.02 * 10 = 0.9 px expected, 2.7 px seen.
+    cue = propose.FlowCues(flow=10.0, sampson=0.4, ground_residual=2.7, ground_translational=4.0, ground_flow=10.0)
+    assert propose.flow_cue_score(cue, settings) == pytest.approx(3.0)
+    cue.ground_residual = 0.45
+    assert propose.flow_cue_score(cue, settings) == pytest.approx(0.5)  # the epipolar cue, 0.4 / 0.8
+    # A camera that does not translate: the residual to the background homography.
+    assert propose.flow_cue_score(propose.FlowCues(flow=2.0, residual=0.8), settings) == pytest.approx(2.0)
+    assert np.isnan(propose.flow_cue_score(propose.FlowCues(flow=2.0), settings))
