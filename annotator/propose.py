@@ -19,7 +19,8 @@ cannot see an object that moves along its viewing ray far ahead (a car following
 camera's speed): its image differs from a static object's by a pixel or two over seconds. A track's per-frame scores (1 = the decision threshold) go through
 hysteresis into moving/static frame states; the fraction of moving frames is the track's score, and
 tracks without a clear majority are left unlabelled for the annotator (flow mode, whose per-frame
-evidence is noisier: the median per-frame score decides), as are tracks too small to
+evidence is noisier: the median per-frame score decides, over the frames where the ground cue was
+measured or the epipolar cue shows motion), as are tracks too small to
 measure (no frame where the eroded mask keeps `min_pixels`, i.e. objects of about 8x8 px or less).
 """
 
@@ -63,7 +64,7 @@ class ProposalSettings:
     min_kept: float = 0.3             # fraction of a mask that must land on the same track in the next frame
     flow_noise_px: float = 0.28       # flow mode: residual (px) that counts as moving ...
     flow_relative: float = 0.055      # ... plus this fraction of the flow at the object (epipolar cue)
-    ground_depth_error: float = 0.055  # flow mode, ground cue: this fraction of the predicted translational
+    ground_depth_error: float = 0.1   # flow mode, ground cue: this fraction of the predicted translational
     flow_error: float = 0.02          # flow (contact depth error), plus this fraction of all of it (DIS)
     high: float = 1.2                 # hysteresis: a frame turns moving above this score ...
     low: float = 0.85                 # ... and static below this; in between it keeps the last state
@@ -72,7 +73,7 @@ class ProposalSettings:
     silhouette_tolerance_px: float = 1.0  # ego mode: mask misalignment (px) not counted as motion, and
     silhouette_shift_px: float = 0.25     # the mean shift of a mask beyond it that counts as moving
     long_gap: int = 3                 # ego mode: frames i and i + long_gap are compared too (slow objects)
-    flow_vote: float = 1.2            # flow mode: a track moves when the median of its per-frame scores
+    flow_vote: float = 1.0            # flow mode: a track moves when the median of its per-frame scores
                                       # reaches this (its per-frame evidence flips too often for hysteresis);
     flow_min_confidence: float = 0.05  # tracks whose frames split evenly (|2 * score - 1| below) stay unsure
 
@@ -361,8 +362,19 @@ class FlowCues:
 
 def flow_only_cues(flow: np.ndarray, id_map: np.ndarray, masks: dict[int, np.ndarray], exclude: np.ndarray,
                    K: np.ndarray, settings: ProposalSettings) -> tuple[dict[int, FlowCues], np.ndarray]:
-    """Per-track cues of one frame pair from flow alone (see `flow_only_scores`), and the
-    homography-suppressed flow. No cues when the background fit fails or is implausible."""
+    """Per-track cues of one frame pair from flow alone, and the homography-suppressed flow (no cues
+    when the background fit fails or is implausible).
+
+    Cue 1: Sampson distance of the mask's flow to the background's epipolar geometry (from the essential
+    matrix, which unlike a fitted F stays defined when the background is mostly road; blind to motion
+    along epipolar lines). Cue 2: the flow the object would have if it were static and stood on the
+    ground: the camera motion comes from the background's essential matrix (K from the calibration, or
+    a guess), the road plane from triangulated background points in the lower half, and the object's
+    depth from where it touches that plane; a car driving ahead stays on its epipolar lines but not on
+    this prediction. Each cue is divided by the error expected of it (`flow_cue_score`), which puts far
+    and near objects on one scale. With a camera that does not translate the background homography
+    explains every static point, and the residual to it is the measure. The road plane is fitted per
+    frame: in units of the camera's motion per frame it changes whenever the car brakes or accelerates."""
     h, w = id_map.shape
     step = max(4, int(round(min(h, w) / 60)))
     background = vf.fit_background_motion(flow, exclude, step=step)
@@ -424,22 +436,11 @@ def flow_cue_score(cue: FlowCues, settings: ProposalSettings) -> float:
     return max(scores)
 
 
-def flow_only_scores(flow: np.ndarray, id_map: np.ndarray, masks: dict[int, np.ndarray], exclude: np.ndarray,
-                     K: np.ndarray, settings: ProposalSettings) -> tuple[dict[int, float], np.ndarray]:
-    """Per-track scores of one frame pair from flow alone, and the homography-suppressed flow.
-
-    Cue 1: Sampson distance of the mask's flow to the background's epipolar geometry (from the essential
-    matrix, which unlike a fitted F stays defined when the background is mostly road; blind to motion
-    along epipolar lines). Cue 2: the flow the object would have if it were static and stood on the
-    ground: the camera motion comes from the background's essential matrix (K from the calibration, or
-    a guess), the road plane from triangulated background points in the lower half, and the object's
-    depth from where it touches that plane; a car driving ahead stays on its epipolar lines but not on
-    this prediction. Each cue is divided by the error expected of it (`flow_cue_score`), which puts far
-    and near objects on one scale. With a camera that does not translate the background homography
-    explains every static point, and the residual to it is the measure. The road plane is fitted per
-    frame: in units of the camera's motion per frame it changes whenever the car brakes or accelerates."""
-    cues, suppressed = flow_only_cues(flow, id_map, masks, exclude, K, settings)
-    return {track: flow_cue_score(cue, settings) for track, cue in cues.items()}, suppressed
+def decisive(cue: FlowCues, score: float) -> bool:
+    """Whether a frame's flow-only score can decide either way. The epipolar cue sees no motion along
+    the epipolar lines (a car driving ahead): without the ground cue (no road plane, or the track's
+    contact with it hidden) a low score is no evidence that the track stands still; a high one is."""
+    return cue.sampson is None or cue.ground_residual is not None or score >= 1.0
 
 
 # --------------------------------------------------------------------------------------------------
@@ -492,6 +493,7 @@ def propose_sequence(seq: MotionSequence, mode: str = "auto", preset: str = PROP
     estimator = vf.FlowEstimator(preset)
     tracks = seq.tracks()
     frame_scores: dict[int, dict[int, float]] = {t: {} for t in tracks}
+    blind_scores: dict[int, dict[int, float]] = {t: {} for t in tracks}
     track_frames = {t: set(track.frames) for t, track in tracks.items()}
     labelled = set(seq.labelled_frames)
     K = seq.intrinsics if seq.intrinsics is not None else default_intrinsics(seq.height, seq.width)
@@ -502,8 +504,9 @@ def propose_sequence(seq: MotionSequence, mode: str = "auto", preset: str = PROP
             images[k] = seq.read_image(k)
         return images[k]
 
-    def pair_scores(i: int, j: int) -> tuple[dict[int, float], np.ndarray, np.ndarray]:
-        """Per-track scores of frame i against frame j, the flow i -> j and its suppressed version."""
+    def pair_scores(i: int, j: int) -> tuple[dict[int, float], np.ndarray, np.ndarray, set[int]]:
+        """Per-track scores of frame i against frame j, the flow i -> j, its suppressed version, and the
+        tracks whose score is blind to motion along the epipolar lines (flow mode, see `decisive`)."""
         if used == "ego":
             T = vf.relative_pose(seq.pose(i), seq.pose(j))
             depth0 = seq.depth(i)
@@ -534,11 +537,13 @@ def propose_sequence(seq: MotionSequence, mode: str = "auto", preset: str = PROP
         else:
             kernel = np.ones((9, 9), np.uint8)
             exclude = cv2.dilate(((id_map > 0) | seq.crowd_mask(i)).astype(np.uint8), kernel) > 0
-            scores, suppressed = flow_only_scores(flow, id_map, masks, exclude, K, settings)
-        return scores, flow, suppressed
+            cues, suppressed = flow_only_cues(flow, id_map, masks, exclude, K, settings)
+            scores = {track: flow_cue_score(cue, settings) for track, cue in cues.items()}
+            return scores, flow, suppressed, {track for track, cue in cues.items() if not decisive(cue, scores[track])}
+        return scores, flow, suppressed, set()
 
     for i, j in _frame_pairs(seq, all_frames=flow_dir is not None):
-        scores, flow, suppressed = pair_scores(i, j)
+        scores, flow, suppressed, blind = pair_scores(i, j)
         # Slow objects: over a longer gap (same camera-motion compensation) their own motion adds up
         # while the measuring error does not; tracks seen in both frames take that measurement. Not in
         # flow mode: there the road plane fitted over the longer gap errs by tens of per cent and parked
@@ -550,7 +555,7 @@ def propose_sequence(seq: MotionSequence, mode: str = "auto", preset: str = PROP
             del images[k]
         for track, score in scores.items():
             if track in frame_scores and i in track_frames[track] and np.isfinite(score):
-                frame_scores[track][i] = score
+                (blind_scores if track in blind else frame_scores)[track][i] = score
         if flow_dir is not None:
             sign = 1.0 if j > i else -1.0
             name = f"{i:06d}.png"
@@ -565,6 +570,9 @@ def propose_sequence(seq: MotionSequence, mode: str = "auto", preset: str = PROP
         if used == "ego":
             label, score, confidence = aggregate_track(scores, settings)
         else:
+            # Frames whose only cue is blind to motion along the epipolar lines cannot show that a track
+            # stands still; they decide only for tracks that have no other frames.
+            scores = scores or blind_scores[track]
             label, score, confidence = median_vote(scores, settings)
         proposals[track] = Proposal(track, label, score, confidence, used, scores)
     return proposals

@@ -278,3 +278,12 @@ def test_flow_cue_score_divides_each_cue_by_its_expected_error_and_takes_the_lar
     # A camera that does not translate: the residual to the background homography.
     assert propose.flow_cue_score(propose.FlowCues(flow=2.0, residual=0.8), settings) == pytest.approx(2.0)
     assert np.isnan(propose.flow_cue_score(propose.FlowCues(flow=2.0), settings))
+
+
+def test_epipolar_cue_alone_shows_motion_but_not_stillness():
+    # Without the ground cue a low score cannot tell a parked car from one driving ahead.
+    assert not propose.decisive(propose.FlowCues(flow=5.0, sampson=0.1), 0.2)
+    assert propose.decisive(propose.FlowCues(flow=5.0, sampson=3.0), 4.0)
+    assert propose.decisive(propose.FlowCues(flow=5.0, sampson=0.1, ground_residual=0.1, ground_translational=1.0,
+                                             ground_flow=5.0), 0.2)
+    assert propose.decisive(propose.FlowCues(flow=5.0, residual=0.1), 0.2)  # camera not translating
