@@ -47,6 +47,8 @@ SUPPRESSED_SUBDIR = "flow_suppressed"
 DEFAULT_FLOW_MAX = 30.0
 # Proposals run offline: the slower DIS preset resolves small, far objects that "fast" blurs away.
 PROPOSAL_PRESET = "medium"
+# The most a driving camera turns between frames (radians; 6 degrees): larger rotations are fitting errors.
+MAX_TURN = 0.1
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -76,6 +78,16 @@ class ProposalSettings:
     flow_vote: float = 1.0            # flow mode: a track moves when the median of its per-frame scores
                                       # reaches this (its per-frame evidence flips too often for hysteresis);
     flow_min_confidence: float = 0.05  # tracks whose frames split evenly (|2 * score - 1| below) stay unsure
+    long_edge_px: float = 0.7         # flow mode, long-baseline cue: error (px) of a mask's bottom row and sides
+    long_relative: float = 0.25       # ... and of the predicted depth change, as a fraction of it (road
+                                      # plane tilt, speed scale, an object not facing the camera)
+    long_min_gap: int = 4             # ... frames compared at least this far apart, and at least half the
+                                      # track's span
+    long_vote: float = 2.0            # ... a track whose median discrepancy reaches this moves, whatever
+                                      # its per-frame scores say, if it is far: a static object's approach
+    long_far: float = 5.0             # over the baseline shows by less than this many measuring errors
+                                      # (near ones the per-frame cues measure; their prediction errs with
+                                      # their changing outline)
 
 
 @dataclass
@@ -89,6 +101,7 @@ class Proposal:
     confidence: float
     mode: str
     frame_scores: dict[int, float] = field(default_factory=dict)
+    long_baseline: LongBaseline | None = None   # flow mode
 
 
 # --------------------------------------------------------------------------------------------------
@@ -360,10 +373,21 @@ class FlowCues:
     ground_flow: float | None = None            # |that predicted flow|
 
 
+@dataclass
+class CameraGeometry:
+    """The camera's motion over one frame pair as flow mode measures it, and the road under it."""
+
+    motion: np.ndarray                 # camera1_from_camera0, translation of length 1 (0: still camera)
+    normal: np.ndarray | None = None   # road plane n.X = offset in camera 0, n pointing down (image y)
+    offset: float | None = None        # the camera's height over the road, in units of the translation
+
+
 def flow_only_cues(flow: np.ndarray, id_map: np.ndarray, masks: dict[int, np.ndarray], exclude: np.ndarray,
-                   K: np.ndarray, settings: ProposalSettings) -> tuple[dict[int, FlowCues], np.ndarray]:
-    """Per-track cues of one frame pair from flow alone, and the homography-suppressed flow (no cues
-    when the background fit fails or is implausible).
+                   K: np.ndarray, settings: ProposalSettings
+                   ) -> tuple[dict[int, FlowCues], np.ndarray, CameraGeometry | None]:
+    """Per-track cues of one frame pair from flow alone, the homography-suppressed flow, and the camera
+    motion and road plane found (no cues when the background fit fails or is implausible; no geometry
+    when the camera translates but its motion cannot be fitted; a still camera's rotation alone).
 
     Cue 1: Sampson distance of the mask's flow to the background's epipolar geometry (from the essential
     matrix, which unlike a fitted F stays defined when the background is mostly road; blind to motion
@@ -379,14 +403,21 @@ def flow_only_cues(flow: np.ndarray, id_map: np.ndarray, masks: dict[int, np.nda
     step = max(4, int(round(min(h, w) / 60)))
     background = vf.fit_background_motion(flow, exclude, step=step)
     if background.homography is None:
-        return {}, np.zeros_like(flow)
+        return {}, np.zeros_like(flow), None
     suppressed = flow - vf.homography_flow(background.homography, h, w)
     magnitude = np.linalg.norm(flow, axis=2)
     motion, _ = vf.essential_motion(flow, K, exclude, step=step)
     if motion is None:
         full_residual = np.linalg.norm(suppressed, axis=2)
+        geometry = None
+        if _robust(magnitude[~exclude]) < 0.1:
+            # A still camera (waiting at a light): only its rotation, K^-1 H K, moves the image.
+            u, _, vt = np.linalg.svd(np.linalg.solve(K, background.homography @ K))
+            still = np.eye(4)
+            still[:3, :3] = u @ np.diag([1.0, 1.0, np.sign(np.linalg.det(u @ vt))]) @ vt  # nearest rotation
+            geometry = CameraGeometry(still)
         return {track: FlowCues(_robust(magnitude[mask]), residual=_robust(full_residual[mask]))
-                for track, mask in masks.items()}, suppressed
+                for track, mask in masks.items()}, suppressed, geometry
     sampson = vf.sampson_map(vf.fundamental_from_motion(K, motion), flow)
     lower = exclude.copy()
     lower[: int(K[1, 2]) + 2] = True  # the road lies below the horizon
@@ -397,7 +428,11 @@ def flow_only_cues(flow: np.ndarray, id_map: np.ndarray, masks: dict[int, np.nda
     if plane is not None and plane[0][1] < 0:
         # The triangulated road lies above the camera: the essential matrix took a wrong solution, and
         # neither its epipolar lines nor its ground prediction can be trusted in this frame pair.
-        return {}, suppressed
+        return {}, suppressed, None
+    geometry = CameraGeometry(motion, *plane[:2]) if plane is not None else CameraGeometry(motion)
+    if np.trace(motion[:3, :3]) < 1.0 + 2.0 * np.cos(MAX_TURN):
+        # A camera all but stopped leaves the essential matrix's decomposition free to twist: no chaining.
+        geometry = None
     cues = {}
     for track, mask in masks.items():
         cue = FlowCues(_robust(magnitude[mask]), sampson=_robust(sampson[mask]))
@@ -416,7 +451,7 @@ def flow_only_cues(flow: np.ndarray, id_map: np.ndarray, masks: dict[int, np.nda
                 cue.ground_translational = _robust(np.linalg.norm(predicted[pixels] - rotation[pixels], axis=1))
                 cue.ground_flow = _robust(np.linalg.norm(predicted[pixels], axis=1))
         cues[track] = cue
-    return cues, suppressed
+    return cues, suppressed, geometry
 
 
 def flow_cue_score(cue: FlowCues, settings: ProposalSettings) -> float:
@@ -441,6 +476,168 @@ def decisive(cue: FlowCues, score: float) -> bool:
     the epipolar lines (a car driving ahead): without the ground cue (no road plane, or the track's
     contact with it hidden) a low score is no evidence that the track stands still; a high one is."""
     return cue.sampson is None or cue.ground_residual is not None or score >= 1.0
+
+
+# --------------------------------------------------------------------------------------------------
+# Long-baseline cue (flow mode)
+
+
+@dataclass
+class Footprint:
+    """Where a track's mask meets the ground in one frame, and how wide it is: what the long-baseline
+    cue compares across frames (instance masks are exact: their edges hold to a pixel)."""
+
+    row: float          # image row of the contact: bottom edge of the mask's lowest pixels
+    column: float       # centre column of the mask's lowest quarter (between the feet, the wheels)
+    width: float        # mask width (px); NaN when a side touches the image border or another track
+    grounded: bool      # the contact is in view: background right below the lowest pixels
+
+
+def footprints(id_map: np.ndarray) -> dict[int, Footprint]:
+    """The footprint of every track (id > 0) of a frame's id map."""
+    h, w = id_map.shape
+    out = {}
+    for track in np.unique(id_map).tolist():
+        if track == 0:
+            continue
+        mask = id_map == track
+        rows = np.flatnonzero(mask.any(axis=1))
+        cols = np.flatnonzero(mask.any(axis=0))
+        bottom = int(rows[-1])
+        lowest = np.flatnonzero(mask[bottom])
+        grounded = bottom + 1 < h and not id_map[bottom + 1, lowest].any()
+        left, right = int(cols[0]), int(cols[-1])
+        # A side cut by the border, or next to another track (hiding it or hidden by it), hides the width.
+        clipped = left == 0 or right == w - 1
+        for side, beside in ((left, left - 1), (right, right + 1)):
+            if not clipped:
+                touching = id_map[mask[:, side], beside]
+                clipped = bool(((touching != 0) & (touching != track)).any())
+        base = np.flatnonzero(mask[bottom - (bottom - int(rows[0])) // 4:bottom + 1].any(axis=0))
+        out[track] = Footprint(bottom + 1.0, (base[0] + base[-1] + 1) / 2.0,
+                               float("nan") if clipped else float(right - left + 1), bool(grounded))
+    return out
+
+
+def height_scaled_steps(geometry: dict[int, CameraGeometry], window: int = 2) -> dict[int, np.ndarray]:
+    """camera_{i+1}_from_camera_i for every frame i with a measured forward pair (`geometry[i]`, motion
+    from frame i to i + 1), its translation in camera heights: the road plane's offset is the camera's
+    height in units of that pair's translation, and the height, unlike the speed, does not change. The
+    scale is the median over `window` pairs either side (one pair's plane offset errs by per cents; the
+    speed changes slowly); pairs with no plane within the window are left out, a single pair missing
+    between two measured ones gets the earlier one's rotation and their mean translation."""
+    speeds = {i: 1.0 / g.offset for i, g in geometry.items() if g.offset is not None and g.offset > 0}
+    steps = {}
+    for i in sorted(geometry):
+        near = [speeds[k] for k in range(i - window, i + window + 1) if k in speeds]
+        step = geometry[i].motion.copy()
+        if not step[:3, 3].any():
+            steps[i] = step   # a still camera: no translation to scale
+        elif near:
+            step[:3, 3] *= float(np.median(near))
+            steps[i] = step
+    # One pair lost between two measured ones (a camera coming to a halt): its neighbours' mean, so that
+    # the chain goes on.
+    for i in [i for i in range(min(steps, default=0), max(steps, default=0)) if i not in steps]:
+        if i - 1 in steps and i + 1 in steps:
+            steps[i] = steps[i - 1].copy()
+            steps[i][:3, 3] = (steps[i - 1][:3, 3] + steps[i + 1][:3, 3]) / 2.0
+    return steps
+
+
+@dataclass
+class LongBaseline:
+    """A track's long-baseline cue over frame pairs (a, b) far apart: where the track is in b against
+    where it would be if it had stood still since a, each discrepancy divided by its expected error.
+    `score`: median over the pairs of the larger of the depth and the sideways discrepancy; `depth`:
+    median of the signed depth discrepancy (log depth ratio, positive = farther than a static object
+    would be); `visible`: median of the predicted depth change over its measuring error alone (how
+    clearly a static object's approach shows); `pairs`: how many pairs."""
+
+    score: float
+    depth: float
+    visible: float
+    pairs: int
+
+
+def _contact_point(print_: Footprint, K: np.ndarray, normal: np.ndarray) -> np.ndarray | None:
+    """3-D contact point (camera heights) of a grounded footprint on the plane n.X = 1."""
+    ray = np.linalg.solve(K, np.array([print_.column, print_.row, 1.0]))
+    along = float(normal @ ray)
+    return ray / along if along > 1e-6 else None
+
+
+def long_baseline_cue(prints: dict[int, Footprint], steps: dict[int, np.ndarray], normals: dict[int, np.ndarray],
+                      K: np.ndarray, settings: ProposalSettings) -> LongBaseline | None:
+    """The long-baseline cue of one track from its footprints per frame, the camera's steps between
+    consecutive frames (translation in camera heights, `height_scaled_steps`) and the road normal per
+    frame (plane n.X = 1 in camera heights). For frames a and b at least `long_min_gap` frames and half
+    the track's span apart, joined by measured steps: the contact in a is placed on a's road plane and
+    moved into b as if static; its predicted depth there is compared with the depth of b's contact on
+    b's plane (bottom row) and with the depth the change of the mask's width implies. Each is a log
+    depth ratio whose error is the edge error `long_edge_px` propagated, plus `long_relative` times the
+    predicted change (plane tilt, speed scale, an object not facing the camera). Per frame pair a car
+    driving ahead at the camera's speed differs from a static one by a tenth of a pixel; over many
+    frames a static one comes closer and grows, while that car keeps its place and size. None when no
+    pair of frames qualifies."""
+    frames = sorted(f for f in prints if f in normals)
+    if len(frames) < 2:
+        return None
+    gap = max(settings.long_min_gap, (frames[-1] - frames[0] + 1) // 2)
+    edge = settings.long_edge_px
+    fy = K[1, 1]
+    scores, depths, visible = [], [], []
+    for a in frames:
+        first = prints[a]
+        point = _contact_point(first, K, normals[a]) if first.grounded else None
+        if point is None:
+            continue
+        depth_a = point[2]
+        # A row error of e px moves the contact's depth by about e * n_y * Z / f_y in log depth.
+        row_error_a = edge * abs(normals[a][1]) * depth_a / fy
+        moved = np.eye(4)
+        for b in range(a + 1, frames[-1] + 1):
+            if b - 1 not in steps:
+                break
+            moved = steps[b - 1] @ moved
+            if b - a < gap or b not in prints or b not in normals:
+                continue
+            predicted = moved[:3, :3] @ point + moved[:3, 3]
+            if predicted[2] <= 1e-3:
+                break
+            change = float(np.log(predicted[2] / depth_a))
+            estimates = []  # (log depth ratio seen / predicted, its measuring error)
+            second = prints[b]
+            seen = _contact_point(second, K, normals[b]) if second.grounded else None
+            if seen is not None:
+                row_error_b = edge * abs(normals[b][1]) * seen[2] / fy
+                estimates.append((float(np.log(seen[2] / predicted[2])), float(np.hypot(row_error_a, row_error_b))))
+            if np.isfinite(first.width) and np.isfinite(second.width):
+                # Width ~ 1 / depth: the depth seen in b is depth_a * width_a / width_b.
+                width_error = edge * np.sqrt(2.0) * float(np.hypot(1.0 / first.width, 1.0 / second.width))
+                estimates.append((float(np.log(depth_a * first.width / second.width / predicted[2])), width_error))
+            # Sideways, where both frames show the whole width: the centre of the mask's base against
+            # its projection; the rotation's share is exact, the translation's scales with the depth.
+            sideways = 0.0
+            if np.isfinite(first.width) and np.isfinite(second.width):
+                projected = K @ predicted
+                rotated = K @ (moved[:3, :3] @ point)
+                shift = abs(projected[0] / projected[2] - rotated[0] / rotated[2])
+                sideways = (second.column - projected[0] / projected[2]) / float(
+                    np.hypot(edge * np.sqrt(2.0), settings.long_relative * shift))
+            if not estimates:
+                continue
+            weights = np.array([1.0 / e**2 for _, e in estimates])
+            discrepancy = float(np.dot(weights, [d for d, _ in estimates]) / weights.sum())
+            measuring = float(1.0 / np.sqrt(weights.sum()))
+            depth = discrepancy / float(np.hypot(measuring, settings.long_relative * change))
+            scores.append(max(abs(depth), abs(sideways)))
+            depths.append(depth)
+            visible.append(abs(change) / measuring)
+    if not scores:
+        return None
+    return LongBaseline(float(np.median(scores)), float(np.median(depths)) if depths else 0.0,
+                        float(np.median(visible)) if visible else 0.0, len(scores))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -498,6 +695,9 @@ def propose_sequence(seq: MotionSequence, mode: str = "auto", preset: str = PROP
     labelled = set(seq.labelled_frames)
     K = seq.intrinsics if seq.intrinsics is not None else default_intrinsics(seq.height, seq.width)
     images: dict[int, np.ndarray] = {}
+    # Flow mode's long-baseline cue: camera geometry of each frame pair (i, j) and each track's footprints.
+    geometry: dict[int, tuple[int, CameraGeometry]] = {}
+    prints: dict[int, dict[int, Footprint]] = {t: {} for t in tracks}
 
     def image(k: int) -> np.ndarray:
         if k not in images:
@@ -537,7 +737,12 @@ def propose_sequence(seq: MotionSequence, mode: str = "auto", preset: str = PROP
         else:
             kernel = np.ones((9, 9), np.uint8)
             exclude = cv2.dilate(((id_map > 0) | seq.crowd_mask(i)).astype(np.uint8), kernel) > 0
-            cues, suppressed = flow_only_cues(flow, id_map, masks, exclude, K, settings)
+            cues, suppressed, pair_geometry = flow_only_cues(flow, id_map, masks, exclude, K, settings)
+            if pair_geometry is not None:
+                geometry[i] = (j, pair_geometry)
+            for track, footprint in footprints(id_map).items():
+                if track in prints:
+                    prints[track][i] = footprint
             scores = {track: flow_cue_score(cue, settings) for track, cue in cues.items()}
             return scores, flow, suppressed, {track for track, cue in cues.items() if not decisive(cue, scores[track])}
         return scores, flow, suppressed, set()
@@ -565,8 +770,15 @@ def propose_sequence(seq: MotionSequence, mode: str = "auto", preset: str = PROP
                              vf.flow_to_color(sign * suppressed, flow_max))
         if on_frame is not None:
             on_frame()
+    steps = height_scaled_steps({i: g for i, (j, g) in geometry.items() if j == i + 1})
+    normals = {i: g.normal for i, (_, g) in geometry.items() if g.normal is not None}
+    # Frames without a road fit (a still camera triangulates nothing) take the sequence's typical road:
+    # the camera's height and pitch over it hardly change.
+    typical = np.median(list(normals.values()), axis=0) if normals else np.array([0.0, 1.0, 0.0])
+    normals = {i: normals.get(i, typical / np.linalg.norm(typical)) for i in range(seq.num_frames)}
     proposals = {}
     for track, scores in frame_scores.items():
+        long = None
         if used == "ego":
             label, score, confidence = aggregate_track(scores, settings)
         else:
@@ -574,7 +786,12 @@ def propose_sequence(seq: MotionSequence, mode: str = "auto", preset: str = PROP
             # stands still; they decide only for tracks that have no other frames.
             scores = scores or blind_scores[track]
             label, score, confidence = median_vote(scores, settings)
-        proposals[track] = Proposal(track, label, score, confidence, used, scores)
+            long = long_baseline_cue(prints[track], steps, normals, K, settings)
+            # A far object's slow motion (along the epipolar lines, or a fraction of a pixel sideways per
+            # frame) adds up over its frames, where per frame pair it drowns in the flow's noise.
+            if long is not None and long.score >= settings.long_vote and long.visible < settings.long_far:
+                label = "moving"
+        proposals[track] = Proposal(track, label, score, confidence, used, scores, long)
     return proposals
 
 

@@ -253,7 +253,7 @@ def test_flow_only_cues_see_textureless_boxes_static_on_the_road_and_driving_ahe
         flow = vf.compute_flow(rgb0, rgb1, "medium")
         masks = propose.track_masks(ids0, settings, propose.landing_ids(ids1, flow))
         exclude = cv2.dilate((ids0 > 0).astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
-        cues, _ = propose.flow_only_cues(flow, ids0, masks, exclude, K, settings)
+        cues, _, _ = propose.flow_only_cues(flow, ids0, masks, exclude, K, settings)
         # Both stand on the road with their contact in view: the ground cue is measured on both, and
         # the epipolar cue alone sees neither move.
         for track in scores:
@@ -287,3 +287,79 @@ def test_epipolar_cue_alone_shows_motion_but_not_stillness():
     assert propose.decisive(propose.FlowCues(flow=5.0, sampson=0.1, ground_residual=0.1, ground_translational=1.0,
                                              ground_flow=5.0), 0.2)
     assert propose.decisive(propose.FlowCues(flow=5.0, residual=0.1), 0.2)  # camera not translating
+
+
+# ------------------------------------------------------------------------------------------ long baseline
+
+
+def _box_frame(boxes: dict[int, tuple[float, float]], K: np.ndarray, height: float = 1.5, size=(240, 640)
+               ) -> np.ndarray:
+    """Id map of upright boxes 1.8 m wide and 1.5 m tall standing on the road (y = `height` below the
+    camera), each given by (lateral centre x, depth z) in metres of the camera frame."""
+    ids = np.zeros(size, np.int32)
+    for track, (x, z) in boxes.items():
+        left, right = K[0, 2] + K[0, 0] * (x - 0.9) / z, K[0, 2] + K[0, 0] * (x + 0.9) / z
+        top, bottom = K[1, 2] + K[1, 1] * (height - 1.5) / z, K[1, 2] + K[1, 1] * height / z
+        ids[int(round(top)):int(round(bottom)), int(round(left)):int(round(right))] = track
+    return ids
+
+
+def test_footprints_show_the_contact_and_the_width_only_where_they_are_in_view():
+    ids = np.zeros((40, 60), np.int32)
+    ids[10:20, 5:15] = 1      # free: contact at the bottom edge of row 19, 10 px wide
+    ids[10:20, 30:40] = 2     # a wider box standing in front of its lower part hides its contact
+    ids[16:25, 26:44] = 3
+    ids[2:8, 45:50] = 5       # side by side: neither shows its width
+    ids[2:8, 50:55] = 6
+    ids[30:40, 50:60] = 4     # cut by the bottom and right borders
+    prints = propose.footprints(ids)
+    assert (prints[1].row, prints[1].column, prints[1].width, prints[1].grounded) == (20.0, 10.0, 10.0, True)
+    assert not prints[2].grounded and prints[2].width == 10.0
+    assert prints[3].grounded and prints[3].width == 18.0 and prints[3].row == 25.0
+    assert prints[5].grounded and prints[6].grounded and np.isnan(prints[5].width) and np.isnan(prints[6].width)
+    assert not prints[4].grounded and np.isnan(prints[4].width)
+
+
+def test_height_scaled_steps_measure_translation_in_camera_heights():
+    # The camera moves 0.75 m per frame 1.5 m above the road: the plane offset is 2 translations, the
+    # step half a camera height; a wild offset in one pair is outvoted by its neighbours.
+    motion = np.eye(4)
+    motion[2, 3] = -1.0
+    normal = np.array([0.0, 1.0, 0.0])
+    geometry = {i: propose.CameraGeometry(motion, normal, 2.0) for i in range(5)}
+    geometry[2] = propose.CameraGeometry(motion, normal, 3.0)
+    geometry[8] = propose.CameraGeometry(motion)   # no plane within two pairs: left out
+    steps = propose.height_scaled_steps(geometry)
+    assert sorted(steps) == [0, 1, 2, 3, 4]
+    assert all(steps[i][2, 3] == pytest.approx(-0.5) for i in steps)
+
+
+@pytest.mark.parametrize("speed", [0.0, 1.0, -0.8])
+def test_long_baseline_cue_tells_a_car_keeping_pace_far_ahead_from_a_static_one(speed):
+    """Camera 1.5 m above the road, 1 m forward per frame for 16 frames; boxes 40 m ahead: one static,
+    one driving at `speed` m per frame (1.0: keeping pace, the case per-pair flow cannot see; -0.8:
+    oncoming). Per frame pair the one keeping pace differs from a static box by a tenth of a pixel;
+    over the sequence the static one comes 15 m closer, the other keeps its place and size."""
+    K = np.array([[500.0, 0.0, 320.0], [0.0, 500.0, 120.0], [0.0, 0.0, 1.0]])
+    settings = propose.ProposalSettings()
+    motion = np.eye(4)
+    motion[2, 3] = -1.0   # camera_{i+1}_from_camera_i: the scene comes 1 m closer
+    normal = np.array([0.0, 1.0, 0.0])
+    geometry = {i: propose.CameraGeometry(motion, normal, 1.5) for i in range(15)}
+    steps = propose.height_scaled_steps(geometry)
+    normals = {i: normal for i in range(16)}
+    prints: dict[int, dict[int, propose.Footprint]] = {1: {}, 2: {}}
+    for i in range(16):
+        frame = propose.footprints(_box_frame({1: (-3.0, 40.0 - i), 2: (1.0, 42.0 + (speed - 1.0) * i)}, K))
+        for track in prints:
+            prints[track][i] = frame[track]
+    static = propose.long_baseline_cue(prints[1], steps, normals, K, settings)
+    other = propose.long_baseline_cue(prints[2], steps, normals, K, settings)
+    assert static.pairs == other.pairs == 36   # a in 0..7, b at least 8 frames later
+    assert static.visible > 3.0                # the static box's approach shows clearly ...
+    assert static.score < 1.0                  # ... and matches the prediction
+    if speed == 0.0:
+        assert other.score < 1.0
+    else:
+        # Keeping pace: farther than a static box would be (positive); oncoming: nearer.
+        assert np.sign(other.depth) == np.sign(speed) and other.score >= settings.long_vote
