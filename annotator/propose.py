@@ -14,9 +14,14 @@ against its real mask there, which sees textureless objects move. Frames i and i
 RANSAC outside the instance masks (homography, and the essential matrix with K from the calibration or
 a guess), and two cues are combined: the Sampson distance to the background's epipolar geometry, and
 the difference to the flow the object would have if it were static and stood on the road plane where
-it touches it (a car driving ahead stays on its epipolar lines but not on that prediction). Flow mode
-cannot see an object that moves along its viewing ray far ahead (a car following the road at the
-camera's speed): its image differs from a static object's by a pixel or two over seconds. A track's per-frame scores (1 = the decision threshold) go through
+it touches it (a car driving ahead stays on its epipolar lines but not on that prediction). Far
+objects move by a fraction of a pixel per frame pair, under DIS's noise, so flow mode also has a
+long-baseline cue: the camera's motion chained over a track's frames (translation in camera heights,
+from the road plane), its ground contact moved as if static from one frame into frames far later,
+against where its mask's bottom, width and base centre really are there; a far track that clearly
+departs from that prediction is moving whatever its per-pair scores say. An object that moves along
+its viewing ray far ahead at the camera's speed still differs from a static one by only a pixel or two
+over a short sequence. A track's per-frame scores (1 = the decision threshold) go through
 hysteresis into moving/static frame states; the fraction of moving frames is the track's score, and
 tracks without a clear majority are left unlabelled for the annotator (flow mode, whose per-frame
 evidence is noisier: the median per-frame score decides, over the frames where the ground cue was
@@ -93,7 +98,8 @@ class ProposalSettings:
 @dataclass
 class Proposal:
     """The proposal for one track. `score` is the fraction of its decided frames that move (0..1);
-    `label` is None when the evidence is not clear enough (left to the annotator)."""
+    `label` is None when the evidence is not clear enough (left to the annotator). In flow mode the
+    long-baseline cue (`long_baseline`) may label a far track moving whose frames mostly score static."""
 
     track_id: int
     label: str | None
@@ -884,8 +890,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                     "and poses (DIR/poses/<seq>.txt) to measure each object's 3-D motion and how its "
                     "mask moves against a static object's; 'flow' needs "
                     "only the images (RANSAC background fit, Sampson distance to the camera's epipolar "
-                    "geometry, and the flow a static object standing on the road would have; K from "
-                    "DIR/calib when present); 'auto' uses ego where those files exist.",
+                    "geometry, the flow a static object standing on the road would have, and over each "
+                    "track's frames where its mask would be if it stood still since an earlier frame; K "
+                    "from DIR/calib when present); 'auto' uses ego where those files exist.",
         epilog="With --flow-dir FLOWDIR the flow of every frame is also saved as a Middlebury colour PNG, "
                "in the layout VCANet reads: FLOWDIR/flow/<seq>/<frame:06d>.png (flow from frame i to "
                "i+1) and FLOWDIR/flow_suppressed/<seq>/<frame:06d>.png (ego flow subtracted), where "

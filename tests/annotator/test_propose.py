@@ -332,6 +332,24 @@ def test_height_scaled_steps_measure_translation_in_camera_heights():
     steps = propose.height_scaled_steps(geometry)
     assert sorted(steps) == [0, 1, 2, 3, 4]
     assert all(steps[i][2, 3] == pytest.approx(-0.5) for i in steps)
+    # A still camera needs no scale; one pair lost between two measured ones is bridged by their mean.
+    still = {0: propose.CameraGeometry(motion, normal, 2.0), 2: propose.CameraGeometry(np.eye(4))}
+    steps = propose.height_scaled_steps(still)
+    assert sorted(steps) == [0, 1, 2]
+    assert steps[2][2, 3] == 0.0 and steps[1][2, 3] == pytest.approx(-0.25)
+
+
+def test_a_still_camera_keeps_its_geometry_for_the_long_baseline_cue():
+    rng = np.random.default_rng(0)
+    ids = np.zeros((120, 160), np.int32)
+    ids[60:80, 70:90] = 5
+    flow = rng.normal(0.0, 0.01, (120, 160, 2)).astype(np.float32)   # nothing moves (DIS noise)
+    settings = propose.ProposalSettings()
+    masks = propose.track_masks(ids, settings)
+    K = propose.default_intrinsics(120, 160)
+    cues, _, geometry = propose.flow_only_cues(flow, ids, masks, ids > 0, K, settings)
+    assert cues[5].residual < 0.05 and cues[5].sampson is None
+    assert not geometry.motion[:3, 3].any() and np.allclose(geometry.motion[:3, :3], np.eye(3), atol=1e-3)
 
 
 @pytest.mark.parametrize("speed", [0.0, 1.0, -0.8])
