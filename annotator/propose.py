@@ -90,7 +90,7 @@ class ProposalSettings:
                                       # track's span
     long_vote: float = 2.0            # ... a track whose median discrepancy reaches this moves, whatever
                                       # its per-frame scores say, if it is far: a static object's approach
-    long_far: float = 5.0             # over the baseline shows by less than this many measuring errors
+    long_far: float = 2.0             # over the baseline shows by less than this many measuring errors
                                       # (near ones the per-frame cues measure; their prediction errs with
                                       # their changing outline)
 

@@ -378,6 +378,10 @@ def test_long_baseline_cue_tells_a_car_keeping_pace_far_ahead_from_a_static_one(
     assert static.score < 1.0                  # ... and matches the prediction
     if speed == 0.0:
         assert other.score < 1.0
+    elif speed > 0:
+        # Keeping pace: farther than a static box would be, by three times the expected error (which
+        # grows with the predicted approach: the score cannot exceed 1 / long_relative).
+        assert other.depth > 3.0 and other.depth < 1.0 / settings.long_relative
     else:
-        # Keeping pace: farther than a static box would be (positive); oncoming: nearer.
-        assert np.sign(other.depth) == np.sign(speed) and other.score >= settings.long_vote
+        # Oncoming: nearer than a static box would be, a decisive vote.
+        assert other.depth < 0.0 and other.score >= settings.long_vote
