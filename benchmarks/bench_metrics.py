@@ -46,7 +46,7 @@ from tqdm import tqdm
 
 from vca_data.metrics.anomaly import AnomalyPixelMetrics
 from vca_data.metrics.panoptic import PanopticQuality, evaluate_coco_panoptic, read_coco_panoptic
-from vca_data.png import panoptic_ids_of_rgb, read_panoptic_png
+from vca_data.png import panoptic_ids_of_rgb, panoptic_rgb, read_panoptic_png
 
 TARGET_SPEEDUP_ANOMALY = 20.0
 TARGET_DIFF = 1e-3
@@ -269,8 +269,7 @@ def write_panoptic_set(root: Path, frames: int, height: int, width: int) -> tupl
         params = scene(rng)
         for side, (p, void) in (("gt", (params, True)), ("pred", (perturb(params, rng), False))):
             ids, segments = render(p, height, width, rng, void)
-            rgb = np.stack([ids & 255, (ids >> 8) & 255, (ids >> 16) & 255], axis=-1).astype(np.uint8)
-            Image.fromarray(rgb).save(root / side / f"{k:04d}.png")
+            Image.fromarray(panoptic_rgb(ids)).save(root / side / f"{k:04d}.png")
             sides[side].append({"image_id": k, "file_name": f"{k:04d}.png", "segments_info": segments})
     for side, entries in sides.items():
         (root / f"{side}.json").write_text(json.dumps({"annotations": entries, "categories": CATEGORIES}))

@@ -50,6 +50,13 @@ def panoptic_ids_of_rgb(rgb: np.ndarray) -> np.ndarray:
     return _ids_from_rgba(np.ascontiguousarray(rgb))
 
 
+def panoptic_rgb(ids: np.ndarray) -> np.ndarray:
+    """HxWx3 uint8 RGB colours of segment ids in 0..2^24-1 (R = id mod 256, G, B the next bytes): the
+    inverse of `panoptic_ids_of_rgb`, what a panoptic PNG stores. The caller checks the range."""
+    ids = np.asarray(ids, dtype=np.int64)
+    return np.stack([ids & 255, (ids >> 8) & 255, (ids >> 16) & 255], axis=-1).astype(np.uint8)
+
+
 def panoptic_ids(data: bytes, source: str = "<bytes>", decoder: str = "auto") -> np.ndarray:
     """HxW int32 segment ids of the PNG bytes `data` (8-bit RGB or RGBA; alpha is ignored).
     `decoder`: "spng" (pyspng; holds the GIL), "opencv" (releases it), or "auto" (spng when installed)."""

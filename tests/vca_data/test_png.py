@@ -29,6 +29,7 @@ def test_ids_of_every_colour_png_variant(tmp_path, decoder, variant):
 
     ids = random_ids(np.random.default_rng(3))
     rgb = as_rgb(ids)
+    assert np.array_equal(png.panoptic_rgb(ids), rgb)
     path = tmp_path / "ids.png"
     if variant == "RGB":
         Image.fromarray(rgb).save(path)  # PIL's adaptive filters: Sub, Up, Average, Paeth rows

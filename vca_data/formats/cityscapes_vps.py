@@ -121,7 +121,7 @@ def write_panoptic_png(path: Path, segment_ids: np.ndarray) -> Path:
     ids = np.asarray(segment_ids, dtype=np.int64)
     if ids.ndim != 2 or ids.min() < 0 or ids.max() >= 1 << 24:
         raise CityscapesVpsFormatError(f"{path}: segment ids must be 2-D in 0..2**24-1")
-    rgb = np.stack([ids % 256, ids // 256 % 256, ids // 65536], axis=-1).astype(np.uint8)
+    rgb = png.panoptic_rgb(ids)
     with atomic_path(path, suffix=".png") as tmp:
         if not cv2.imwrite(str(tmp), rgb[..., ::-1]):
             raise OSError(f"{path}: cannot write PNG")
