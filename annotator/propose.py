@@ -76,6 +76,8 @@ class ProposalSettings:
     high: float = 1.2                 # hysteresis: a frame turns moving above this score ...
     low: float = 0.85                 # ... and static below this; in between it keeps the last state
     min_frames: int = 2               # fewer decided frames: no proposal unless the score is far off
+    moving_run: int = 3               # ego mode: this many consecutive frames at or above `high` make a
+                                      # track moving whatever its other frames say (it moved while seen)
     min_confidence: float = 0.5       # |2 * score - 1| below this: no proposal (ego mode)
     silhouette_tolerance_px: float = 1.0  # ego mode: mask misalignment (px) not counted as motion, and
     silhouette_shift_px: float = 0.25     # the mean shift of a mask beyond it that counts as moving
@@ -130,11 +132,28 @@ def hysteresis_states(scores: Sequence[float], high: float, low: float) -> list[
     return states
 
 
+def longest_run(frame_scores: dict[int, float], threshold: float) -> int:
+    """Length of the longest run of consecutive frames (indices k, k + 1, ...) scoring >= `threshold`."""
+    best = run = 0
+    previous = None
+    for frame in sorted(frame_scores):
+        if frame_scores[frame] >= threshold:
+            run = run + 1 if previous is not None and frame == previous + 1 and run else 1
+        else:
+            run = 0
+        best, previous = max(best, run), frame
+    return best
+
+
 def aggregate_track(frame_scores: dict[int, float], settings: ProposalSettings, min_confidence: float | None = None
                     ) -> tuple[str | None, float, float]:
     """(label or None, score = fraction of decided frames moving, confidence = |2 score - 1|). A track
     with fewer than `min_frames` decided frames is labelled only when its median score is far from
-    the decision line (twice `high`, or half `low`). `min_confidence` defaults to the settings'."""
+    the decision line (twice `high`, or half `low`). A track whose frames score at least `high` in a
+    run of `moving_run` consecutive frames is moving whatever the fraction: its label says whether it
+    moved while seen (a car starting from rest, a pedestrian who stops), and a static object's
+    measuring errors, independent from pair to pair, do not line up so. `min_confidence` defaults to
+    the settings'."""
     min_confidence = settings.min_confidence if min_confidence is None else min_confidence
     ordered = [frame_scores[f] for f in sorted(frame_scores)]
     states = hysteresis_states(ordered, settings.high, settings.low)
@@ -144,6 +163,8 @@ def aggregate_track(frame_scores: dict[int, float], settings: ProposalSettings, 
         return None, 0.5, 0.0
     score = moving / decided
     confidence = abs(2.0 * score - 1.0)
+    if longest_run(frame_scores, settings.high) >= settings.moving_run:
+        return "moving", score, confidence
     if confidence < min_confidence:
         return None, score, confidence
     if decided < settings.min_frames:

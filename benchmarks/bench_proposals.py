@@ -7,8 +7,9 @@ otherwise driving scenes ray cast by vca_data.synthetic.make_driving_sequence: a
 street (forward speed, slow yaw and pitch), textured road, facades and sky, parked cars and standing
 pedestrians (static), and cars ahead in the same lane (moving along the epipolar lines), oncoming and
 crossing cars, and walking pedestrians (moving); KITTI-MOTS layout with depth, calib, poses and
-motion_truth.json. Both sources use --seed (default 100: held out; the thresholds were tuned on rendered
-seeds 0-7 and offline-world episodes of seeds 0-3 at 1242x375).
+motion_truth.json. The data of several seeds are pooled (--seeds; default offline-world seeds 100-103,
+36 episodes, or rendered seed 100: held out, the thresholds were tuned on offline-world seeds 0-3 and
+rendered seeds 0-7 at 1242x375): one seed has about 20 measurable tracks, too few for a percentage.
 The reference is the truth; targets: ego >= 95% track accuracy and >= 90% recall of each class, flow-only
 >= 85% accuracy. Unsure tracks (no proposal) count as errors in the accuracy. Figures are given over all
 tracks and over measurable tracks: those whose median visible mask area over their frames reaches
@@ -20,7 +21,7 @@ frame as if the object were static (true depth and poses), lands at least --min-
 from the real one (static_shifts). A car following the road far ahead at about the camera's speed
 differs from a static object by a pixel or two over the whole sequence: only depth (ego mode) sees it.
 
-    .venv/bin/python benchmarks/bench_proposals.py [--sequences 8 --frames 16 --source auto]
+    .venv/bin/python benchmarks/bench_proposals.py [--seeds 100-103 --frames 16 --source auto]
 """
 
 from __future__ import annotations
@@ -114,8 +115,9 @@ def static_shifts(root: Path) -> dict[tuple[str, int], float]:
     return shifts
 
 
-def evaluate(truth: MotionLabels, proposed: MotionLabels, areas: dict[tuple[str, int], float], min_area: float,
-             shifts: dict[tuple[str, int], float] | None = None, min_shift: float = 0.0) -> dict:
+def confusion_of(truth: MotionLabels, proposed: MotionLabels, areas: dict[tuple[str, int], float],
+                 min_area: float, shifts: dict[tuple[str, int], float] | None = None, min_shift: float = 0.0
+                 ) -> dict[tuple[str, str], int]:
     """Confusion counts truth x proposal (moving, static, unsure) over every true track whose median
     visible area reaches `min_area` pixels and, with `shifts`, over the moving ones among them only
     those whose motion shows by at least `min_shift` px (see static_shifts)."""
@@ -128,6 +130,12 @@ def evaluate(truth: MotionLabels, proposed: MotionLabels, areas: dict[tuple[str,
                 continue
             got = proposed.get(seq, track)
             confusion[entry.label, got.label if got is not None and got.label != "ignore" else "unsure"] += 1
+    return confusion
+
+
+def summarize(confusion: dict[tuple[str, str], int]) -> dict:
+    """Accuracy (unsure counts as wrong), recall of each class, accuracy over the proposed tracks and
+    coverage, from confusion counts."""
     total = sum(confusion.values())
     correct = confusion["moving", "moving"] + confusion["static", "static"]
     recall = {c: confusion[c, c] / max(sum(confusion[c, p] for p in ("moving", "static", "unsure")), 1)
@@ -135,6 +143,18 @@ def evaluate(truth: MotionLabels, proposed: MotionLabels, areas: dict[tuple[str,
     decided = total - confusion["moving", "unsure"] - confusion["static", "unsure"]
     return {"confusion": confusion, "tracks": total, "accuracy": correct / max(total, 1),
             "accuracy_decided": correct / max(decided, 1), "coverage": decided / max(total, 1), "recall": recall}
+
+
+def evaluate(truth: MotionLabels, proposed: MotionLabels, areas: dict[tuple[str, int], float], min_area: float,
+             shifts: dict[tuple[str, int], float] | None = None, min_shift: float = 0.0) -> dict:
+    """summarize(confusion_of(...)): the figures of one data set."""
+    return summarize(confusion_of(truth, proposed, areas, min_area, shifts, min_shift))
+
+
+def pooled(results: list[dict]) -> dict:
+    """The figures of several data sets together: their confusion counts added."""
+    total = {key: sum(r["confusion"][key] for r in results) for key in results[0]["confusion"]}
+    return summarize(total)
 
 
 def print_confusion(name: str, result: dict) -> None:
@@ -145,56 +165,29 @@ def print_confusion(name: str, result: dict) -> None:
         print(f"  {t:8s} {c[t, 'moving']:7d} {c[t, 'static']:7d} {c[t, 'unsure']:7d}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sequences", type=int, default=8)
-    parser.add_argument("--frames", type=int, default=16)
-    parser.add_argument("--seed", type=int, default=100,
-                        help="seed of the first rendered sequence or offline-world episode (default 100; the "
-                             "thresholds were tuned on rendered seeds 0-7 and offline-world seeds 0-3)")
-    parser.add_argument("--width", type=int, default=621)
-    parser.add_argument("--height", type=int, default=188)
-    parser.add_argument("--source", choices=("auto", "carla", "render"), default="auto",
-                        help="offline-world export (carla), the renderer here (render), or carla when it works "
-                             "(auto, default)")
-    parser.add_argument("--towns", default="Town01,Town02,Town03",
-                        help="towns collected with --source carla (one episode per town and scenario)")
-    parser.add_argument("--min-area", type=float, default=64,
-                        help="measurable tracks: median visible mask area over their frames >= this many pixels "
-                             "(default 64)")
-    parser.add_argument("--min-shift", type=float, default=3.0,
-                        help="with depth and poses, also report flow mode over the measurable tracks whose motion "
-                             "shows in the images: moving ones whose mask moved as if static (true depth and poses) "
-                             "ends at least this many pixels from the real one (default 3); information, not a "
-                             "target")
-    parser.add_argument("--data", type=Path,
-                        help="evaluate this existing KITTI-MOTS export (with motion_truth.json) instead")
-    parser.add_argument("--out", type=Path, help="keep the data here (default: a temporary folder)")
-    parser.add_argument("--preset", default=PROPOSAL_PRESET, help=f"DIS preset of the proposals (default {PROPOSAL_PRESET})")
-    parser.add_argument("--modes", default="ego,flow", help="modes to evaluate, comma separated")
-    parser.add_argument("--reuse", action="store_true", help="use the sequences already made under --out")
-    args = parser.parse_args(argv)
-    out = args.out or Path(tempfile.mkdtemp(prefix="bench_proposals_"))
-    start = time.perf_counter()
-    root = args.data
-    if root is not None:
-        source = f"existing export {root}"
-    elif args.source != "render":
+def make_data(args: argparse.Namespace, seed: int, out: Path) -> tuple[Path | None, str]:
+    """The KITTI-MOTS export (with motion_truth.json) of one seed under `out`, and what it is."""
+    if args.source != "render":
+        root = None
         if args.reuse and (out / "carla_kitti" / "motion_truth.json").exists():
             root = out / "carla_kitti"
         else:
-            root = carla_sequences(out, args.towns, args.frames, args.width, args.height, args.seed)
-        if root is None and args.source == "carla":
-            return 1
-        source = "offline world (vca-carla collect + export)"
-    if root is None:
-        source = "ray-cast driving scenes"
-        root = out / "rendered"
-        if root.exists() and not args.reuse:
-            shutil.rmtree(root)
-        for k in range(args.sequences if not (args.reuse and root.exists()) else 0):
-            make_driving_sequence(root, f"{k:04d}", args.frames, args.height, args.width, seed=args.seed + k)
-    made = time.perf_counter() - start
+            root = carla_sequences(out, args.towns, args.frames, args.width, args.height, seed)
+        if root is not None:
+            return root, "offline world (vca-carla collect + export)"
+        if args.source == "carla":
+            return None, ""
+    root = out / "rendered"
+    if root.exists() and not args.reuse:
+        shutil.rmtree(root)
+    for k in range(args.sequences if not (args.reuse and root.exists()) else 0):
+        make_driving_sequence(root, f"{k:04d}", args.frames, args.height, args.width, seed=seed + k)
+    return root, "ray-cast driving scenes"
+
+
+def score_data(root: Path, out: Path, args: argparse.Namespace) -> tuple[dict, dict, int]:
+    """Run every mode's proposals on the export at `root` (labels written under `out`) and score them:
+    {mode: {subset: figures}}, {mode: seconds}, number of sequences."""
     truth = MotionLabels.load(root / "motion_truth.json")
     areas = median_areas(root)
     shifts = static_shifts(root)
@@ -210,12 +203,90 @@ def main(argv: list[str] | None = None) -> int:
                          "measurable": evaluate(truth, proposed, areas, args.min_area)}
         if shifts:
             results[mode]["observable"] = evaluate(truth, proposed, areas, args.min_area, shifts, args.min_shift)
+    return results, timings, len(truth.sequences)
+
+
+def seed_list(text: str) -> list[int]:
+    """"100" -> [100]; "100-103" -> [100, 101, 102, 103]; "100,105" -> [100, 105]."""
+    seeds: list[int] = []
+    try:
+        for part in text.split(","):
+            first, _, last = part.strip().partition("-")
+            seeds += list(range(int(first), int(last or first) + 1))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seeds: expected N, N-M or a comma-separated list, got {text!r}") from None
+    if not seeds:
+        raise argparse.ArgumentTypeError(f"seeds: no seed in {text!r}")
+    return seeds
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sequences", type=int, default=8, help="rendered sequences per seed (--source render)")
+    parser.add_argument("--frames", type=int, default=16)
+    parser.add_argument("--seeds", type=seed_list,
+                        help="seeds whose data are pooled: N, N-M or N,M,... Offline world: one episode per town "
+                             "and scenario each (default 100-103). Rendered scenes: --sequences sequences seeded "
+                             "N, N+1, ... each (default 100; give seeds at least --sequences apart). Held out: the "
+                             "thresholds were tuned on offline-world seeds 0-3 and rendered seeds 0-7")
+    parser.add_argument("--seed", type=int, help="one seed only (same as --seeds N)")
+    parser.add_argument("--width", type=int, default=1242)
+    parser.add_argument("--height", type=int, default=375)
+    parser.add_argument("--source", choices=("auto", "carla", "render"), default="auto",
+                        help="offline-world export (carla), the renderer here (render), or carla when it works "
+                             "(auto, default)")
+    parser.add_argument("--towns", default="Town01,Town02,Town03",
+                        help="towns collected with --source carla (one episode per town and scenario)")
+    parser.add_argument("--min-area", type=float, default=64,
+                        help="measurable tracks: median visible mask area over their frames >= this many pixels "
+                             "(default 64)")
+    parser.add_argument("--min-shift", type=float, default=3.0,
+                        help="with depth and poses, also report flow mode over the measurable tracks whose motion "
+                             "shows in the images: moving ones whose mask moved as if static (true depth and poses) "
+                             "ends at least this many pixels from the real one (default 3); information, not a "
+                             "target")
+    parser.add_argument("--data", type=Path,
+                        help="evaluate this existing KITTI-MOTS export (with motion_truth.json) instead")
+    parser.add_argument("--out", type=Path, help="keep the data here, one folder per seed (default: a temporary "
+                                                 "folder)")
+    parser.add_argument("--preset", default=PROPOSAL_PRESET, help=f"DIS preset of the proposals (default {PROPOSAL_PRESET})")
+    parser.add_argument("--modes", default="ego,flow", help="modes to evaluate, comma separated")
+    parser.add_argument("--reuse", action="store_true", help="use the sequences already made under --out")
+    args = parser.parse_args(argv)
+    seeds = [args.seed] if args.seed is not None else args.seeds or [100, 101, 102, 103]
+    if args.source == "render" and args.seed is None and args.seeds is None:
+        seeds = [100]
+    out = args.out or Path(tempfile.mkdtemp(prefix="bench_proposals_"))
+    start = time.perf_counter()
+    runs = []  # (name, root, results, timings, sequences)
+    if args.data is not None:
+        runs.append((f"existing export {args.data}", args.data, *score_data(args.data, out, args)))
+        source = runs[0][0]
+    else:
+        source = ""
+        for seed in seeds:
+            folder = out / f"seed{seed}" if len(seeds) > 1 else out
+            root, source = make_data(args, seed, folder)
+            if root is None:
+                return 1
+            results, timings, count = score_data(root, folder, args)
+            runs.append((f"seed {seed}", root, results, timings, count))
+            if len(seeds) > 1:
+                figures = "; ".join(f"{mode} {r['measurable']['accuracy']:.3f}" for mode, r in results.items())
+                print(f"seed {seed}: {count} sequences, {results[next(iter(results))]['measurable']['tracks']} "
+                      f"measurable tracks; accuracy (measurable) {figures}", flush=True)
+    elapsed = time.perf_counter() - start
+    modes = list(runs[0][2])
+    results = {mode: {subset: pooled([run[2][mode][subset] for run in runs]) for subset in runs[0][2][mode]}
+               for mode in modes}
+    timings = {mode: sum(run[3][mode] for run in runs) for mode in modes}
     first = next(iter(results.values()))
-    print(f"data: {source}, {len(truth.sequences)} sequences, made in {made:.0f} s, at {root}; "
-          f"DIS preset {args.preset}")
+    print(f"data: {source}, {'seeds ' + ','.join(map(str, seeds)) + ', ' if args.data is None else ''}"
+          f"{sum(run[4] for run in runs)} sequences in all, under {out}; DIS preset {args.preset}; "
+          f"{elapsed:.0f} s in all")
     print(f"tracks with a true moving/static state: {first['all']['tracks']}; measurable (median visible area >= "
           f"{args.min_area:g} px): {first['measurable']['tracks']}")
-    if shifts:
+    if "observable" in first:
         print(f"measurable tracks whose motion shows by >= {args.min_shift:g} px (moving ones; static ones all "
               f"count): {first['observable']['tracks']}")
     for mode, result in results.items():

@@ -77,6 +77,21 @@ def test_aggregation_labels_clear_tracks_and_leaves_split_ones_unsure():
     assert propose.aggregate_track({}, settings) == (None, 0.5, 0.0)
 
 
+def test_a_run_of_moving_frames_makes_a_track_moving_whatever_the_fraction():
+    settings = propose.ProposalSettings(high=1.2, low=0.8, min_confidence=0.5, moving_run=3)
+    # A car starting from rest: still for 5 frames, then moving for 3 -> 3/8 moving, but it moved.
+    starting = {k: 0.3 for k in range(5)} | {5: 1.5, 6: 2.5, 7: 4.0}
+    label, score, _ = propose.aggregate_track(starting, settings)
+    assert (label, score) == ("moving", 3 / 8)
+    # The same three high frames, not consecutive (a gap in the frames breaks the run): the fraction rules.
+    scattered = {k: 0.3 for k in range(8)} | {1: 1.5, 4: 2.5, 7: 4.0}
+    assert propose.aggregate_track(scattered, settings)[0] is None  # 3/8 moving: unsure
+    gapped = {k: 0.3 for k in range(5)} | {5: 1.5, 6: 2.5, 8: 4.0}
+    assert propose.aggregate_track(gapped, settings)[0] != "moving"
+    assert propose.longest_run({0: 2.0, 1: 2.0, 3: 2.0, 4: 2.0, 5: 2.0, 6: 0.1}, 1.2) == 3
+    assert propose.longest_run({}, 1.2) == 0
+
+
 def test_median_vote_decides_by_the_median_and_leaves_even_splits_unsure():
     settings = propose.ProposalSettings(flow_vote=1.2, flow_min_confidence=0.05)
     # One wild frame does not flip a static track (hysteresis would follow it until the next low frame).
