@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from carla_scenarios.offline import Client, command
+from carla_scenarios.offline.client import synchronous_world
 from carla_scenarios.offline.map import LANE_WIDTH, TOWN_NAMES
 from carla_scenarios.offline.shapes import rotation_matrix
 from vca_data.labels import TAG, colorize_carla, default_catalogue
@@ -23,13 +24,7 @@ W, H = 96, 64
 
 @pytest.fixture
 def world():
-    client = Client("localhost", PORT)
-    w = client.load_world("Town01")
-    settings = w.get_settings()
-    settings.synchronous_mode = True
-    settings.fixed_delta_seconds = 0.05
-    w.apply_settings(settings)
-    return w
+    return synchronous_world("Town01", PORT, dt=0.05)[1]
 
 
 def _camera(world, kind, transform, attach_to=None, fov=90, size=(W, H)):
@@ -214,16 +209,7 @@ def test_weather_changes_the_image(world):
 
 
 def _run_scene(seed: int, ticks: int = 6):
-    client = Client("localhost", PORT)
-    world = client.load_world("Town02")
-    settings = world.get_settings()
-    settings.synchronous_mode = True
-    settings.fixed_delta_seconds = 0.1
-    world.apply_settings(settings)
-    tm = client.get_trafficmanager(8000)
-    tm.set_synchronous_mode(True)
-    tm.set_random_device_seed(seed)
-    world.set_pedestrians_seed(seed)
+    client, world, _ = synchronous_world("Town02", PORT, dt=0.1, seed=seed)
     lib = world.get_blueprint_library()
     spawns = world.get_map().get_spawn_points()
     ego = world.spawn_actor(lib.find("vehicle.tesla.model3"), spawns[0])
