@@ -23,7 +23,9 @@ departs from that prediction is moving whatever its per-pair scores say. An obje
 its viewing ray far ahead at the camera's speed still differs from a static one by only a pixel or two
 over a short sequence. A track's per-frame scores (1 = the decision threshold) go through
 hysteresis into moving/static frame states; the fraction of moving frames is the track's score, and
-tracks without a clear majority are left unlabelled for the annotator (flow mode, whose per-frame
+tracks without a clear majority are left unlabelled for the annotator, except that in ego mode three
+consecutive moving frames make a track moving (it moved while seen: a car starting from rest; a static
+object's errors do not line up so) (flow mode, whose per-frame
 evidence is noisier: the median per-frame score decides, over the frames where the ground cue was
 measured or the epipolar cue shows motion), as are tracks too small to
 measure (no frame where the eroded mask keeps `min_pixels`, i.e. objects of about 8x8 px or less).
@@ -906,7 +908,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         description="Compute motion-cue proposals for the tracks of a KITTI-MOTS or Cityscapes-VPS "
                     "dataset and write them into DIR/motion_labels.json with source 'proposal' and a "
                     "score (fraction of the track's frames judged moving). Manual labels are never "
-                    "overwritten; tracks without clear evidence are left unlabelled. Modes: 'ego' uses "
+                    "overwritten; tracks without clear evidence are left unlabelled. A track is moving "
+                    "if it moved while seen: in ego mode 3 consecutive moving frames suffice. Modes: 'ego' uses "
                     "depth (DIR/depth/<seq>/<frame>.png, metres*256), intrinsics (DIR/calib/<seq>.json) "
                     "and poses (DIR/poses/<seq>.txt) to measure each object's 3-D motion and how its "
                     "mask moves against a static object's; 'flow' needs "
