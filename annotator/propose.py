@@ -23,12 +23,12 @@ departs from that prediction is moving whatever its per-pair scores say. An obje
 its viewing ray far ahead at the camera's speed still differs from a static one by only a pixel or two
 over a short sequence. A track's per-frame scores (1 = the decision threshold) go through
 hysteresis into moving/static frame states; the fraction of moving frames is the track's score, and
-tracks without a clear majority are left unlabelled for the annotator, except that in ego mode three
-consecutive moving frames make a track moving (it moved while seen: a car starting from rest; a static
-object's errors do not line up so) (flow mode, whose per-frame
-evidence is noisier: the median per-frame score decides, over the frames where the ground cue was
-measured or the epipolar cue shows motion), as are tracks too small to
-measure (no frame where the eroded mask keeps `min_pixels`, i.e. objects of about 8x8 px or less).
+tracks without a clear majority are left unlabelled for the annotator, as are tracks too small to
+measure (no frame where the eroded mask keeps `min_pixels`, i.e. objects of about 8x8 px or less). In
+ego mode three consecutive moving frames make a track moving whatever the majority (it moved while
+seen: a car starting from rest; a static object's errors do not line up so). In flow mode, whose
+per-frame evidence is noisier, the median per-frame score decides, over the frames where the ground
+cue was measured or the epipolar cue shows motion.
 """
 
 from __future__ import annotations
@@ -641,14 +641,13 @@ def long_baseline_cue(prints: dict[int, Footprint], steps: dict[int, np.ndarray]
             if seen is not None:
                 row_error_b = edge * abs(normals[b][1]) * seen[2] / fy
                 estimates.append((float(np.log(seen[2] / predicted[2])), float(np.hypot(row_error_a, row_error_b))))
+            sideways = 0.0
             if np.isfinite(first.width) and np.isfinite(second.width):
                 # Width ~ 1 / depth: the depth seen in b is depth_a * width_a / width_b.
                 width_error = edge * np.sqrt(2.0) * float(np.hypot(1.0 / first.width, 1.0 / second.width))
                 estimates.append((float(np.log(depth_a * first.width / second.width / predicted[2])), width_error))
-            # Sideways, where both frames show the whole width: the centre of the mask's base against
-            # its projection; the rotation's share is exact, the translation's scales with the depth.
-            sideways = 0.0
-            if np.isfinite(first.width) and np.isfinite(second.width):
+                # Sideways, where both frames show the whole width: the centre of the mask's base against
+                # its projection; the rotation's share is exact, the translation's scales with the depth.
                 projected = K @ predicted
                 rotated = K @ (moved[:3, :3] @ point)
                 shift = abs(projected[0] / projected[2] - rotated[0] / rotated[2])
@@ -665,8 +664,7 @@ def long_baseline_cue(prints: dict[int, Footprint], steps: dict[int, np.ndarray]
             visible.append(abs(change) / measuring)
     if not scores:
         return None
-    return LongBaseline(float(np.median(scores)), float(np.median(depths)) if depths else 0.0,
-                        float(np.median(visible)) if visible else 0.0, len(scores))
+    return LongBaseline(float(np.median(scores)), float(np.median(depths)), float(np.median(visible)), len(scores))
 
 
 # --------------------------------------------------------------------------------------------------

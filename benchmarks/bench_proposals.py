@@ -253,36 +253,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--modes", default="ego,flow", help="modes to evaluate, comma separated")
     parser.add_argument("--reuse", action="store_true", help="use the sequences already made under --out")
     args = parser.parse_args(argv)
-    seeds = [args.seed] if args.seed is not None else args.seeds or [100, 101, 102, 103]
-    if args.source == "render" and args.seed is None and args.seeds is None:
-        seeds = [100]
+    default_seeds = [100] if args.source == "render" else [100, 101, 102, 103]
+    seeds = [args.seed] if args.seed is not None else args.seeds or default_seeds
     out = args.out or Path(tempfile.mkdtemp(prefix="bench_proposals_"))
     start = time.perf_counter()
-    runs = []  # (name, root, results, timings, sequences)
+    runs = []  # (results, timings, sequences) of each data set
     if args.data is not None:
-        runs.append((f"existing export {args.data}", args.data, *score_data(args.data, out, args)))
-        source = runs[0][0]
+        source = f"existing export {args.data}"
+        runs.append(score_data(args.data, out, args))
     else:
-        source = ""
         for seed in seeds:
             folder = out / f"seed{seed}" if len(seeds) > 1 else out
             root, source = make_data(args, seed, folder)
             if root is None:
                 return 1
             results, timings, count = score_data(root, folder, args)
-            runs.append((f"seed {seed}", root, results, timings, count))
+            runs.append((results, timings, count))
             if len(seeds) > 1:
                 figures = "; ".join(f"{mode} {r['measurable']['accuracy']:.3f}" for mode, r in results.items())
                 print(f"seed {seed}: {count} sequences, {results[next(iter(results))]['measurable']['tracks']} "
                       f"measurable tracks; accuracy (measurable) {figures}", flush=True)
     elapsed = time.perf_counter() - start
-    modes = list(runs[0][2])
-    results = {mode: {subset: pooled([run[2][mode][subset] for run in runs]) for subset in runs[0][2][mode]}
+    modes = list(runs[0][0])
+    results = {mode: {subset: pooled([run[0][mode][subset] for run in runs]) for subset in runs[0][0][mode]}
                for mode in modes}
-    timings = {mode: sum(run[3][mode] for run in runs) for mode in modes}
+    timings = {mode: sum(run[1][mode] for run in runs) for mode in modes}
     first = next(iter(results.values()))
     print(f"data: {source}, {'seeds ' + ','.join(map(str, seeds)) + ', ' if args.data is None else ''}"
-          f"{sum(run[4] for run in runs)} sequences in all, under {out}; DIS preset {args.preset}; "
+          f"{sum(run[2] for run in runs)} sequences in all, under {out}; DIS preset {args.preset}; "
           f"{elapsed:.0f} s in all")
     print(f"tracks with a true moving/static state: {first['all']['tracks']}; measurable (median visible area >= "
           f"{args.min_area:g} px): {first['measurable']['tracks']}")
