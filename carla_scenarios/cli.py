@@ -75,7 +75,7 @@ def cmd_collect(args) -> int:
     scenarios = _names(args.scenario, list(SCENARIOS), "scenario")
     options = col.CollectOptions(
         frames=args.frames, frame_step=args.frame_step, width=args.width, height=args.height, fov=args.fov,
-        dt=args.dt, vehicles=args.vehicles, walkers=args.walkers, tm_port=args.tm_port,
+        dt=args.dt, vehicles=args.vehicles, walkers=args.walkers, parked=args.parked, tm_port=args.tm_port,
     )
     options.validate()
     specs = col.plan_episodes(towns, scenarios, args.episodes, args.seed, catalogue)
@@ -200,6 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fov", type=float, default=90.0, help="horizontal field of view, degrees")
     p.add_argument("--vehicles", type=int, help="NPC vehicles per episode (default: drawn per town)")
     p.add_argument("--walkers", type=int, help="NPC walkers per episode (default: drawn per town)")
+    p.add_argument("--parked", type=int, default=0,
+                   help="parked cars along the kerbs of the ego's road, up to 150 m ahead, on both sides: "
+                        "static tracks for the motion benchmark, as on KITTI's streets (default 0)")
     p.add_argument("--resume", action="store_true",
                    help="skip episodes the manifest lists as complete, redo partial ones")
     p.add_argument("--shard", help="i/N: collect only shard i of N (disjoint parts; merge with `vca-carla merge`)")

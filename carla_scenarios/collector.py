@@ -229,6 +229,7 @@ class CollectOptions:
     warmup_ticks: int = 5
     vehicles: int | None = None  # None: drawn from the town's range
     walkers: int | None = None
+    parked: int = 0  # parked cars along the kerbs of the ego's road
     tm_port: int = 8000
     record: bool = True  # False: drive and render without decoding or writing (the benchmark's bare loop)
 
@@ -241,7 +242,7 @@ class CollectOptions:
             raise ValueError(f"--width/--height must be in 8..4096, got {self.width}x{self.height}")
         if not 10.0 <= self.fov <= 170.0:
             raise ValueError(f"--fov must be in 10..170 degrees, got {self.fov}")
-        for name in ("vehicles", "walkers"):
+        for name in ("vehicles", "walkers", "parked"):
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise ValueError(f"--{name} must be non-negative, got {value}")
@@ -460,6 +461,72 @@ def spawn_walkers(client, world, registry: ActorRegistry, rng: np.random.Generat
     return walkers
 
 
+def _outer_lane(wp):
+    """The rightmost driving lane beside waypoint `wp`, in its direction of travel."""
+    while True:
+        right = wp.get_right_lane()
+        if right is None or right.lane_type != carla.LaneType.Driving or right.lane_id * wp.lane_id <= 0:
+            return wp
+        wp = right
+
+
+def kerb_lanes(wp) -> list:
+    """The outermost driving lane on each side of the road at `wp`: its own direction's, and the
+    opposite direction's where the road has one (each in its own direction of travel)."""
+    inner = wp
+    while True:
+        left = inner.get_left_lane()
+        if left is None or left.lane_type != carla.LaneType.Driving:
+            return [_outer_lane(wp)]
+        if left.lane_id * inner.lane_id < 0:
+            return [_outer_lane(wp), _outer_lane(left)]
+        inner = left
+
+
+def spawn_parked(world, registry: ActorRegistry, rng: np.random.Generator, route: Route, count: int,
+                 keep_clear: list[float], into_lane: float = 0.25, reach: float = 150.0) -> list:
+    """Parked cars along the kerbs of the ego's road, from 6 m to `reach` m ahead along its route, on
+    either side of the road: parallel to the lane, mostly on the sidewalk and `into_lane` metres in the
+    outermost lane (so that traffic passes them), clear of junctions and 10 m clear of the route
+    positions `keep_clear` (the scenario's objects). Held by the hand brake; spots that are taken are
+    left out. Their states are recorded like those of the traffic: static tracks."""
+    if count == 0:
+        return []
+    carla_map = world.get_map()
+    cars = [b for b in _cars(world.get_blueprint_library(), rng)
+            if not b.has_attribute("base_type") or b.get_attribute("base_type").as_str() == "car"]
+    end = min(route.length, reach)
+    spots = [s for s in np.arange(6.0, end, 1.0)
+             if not route.junction[route.index_at(s)] and all(abs(s - c) > 10.0 for c in keep_clear)]
+    parked = []
+    for k in rng.permutation(len(spots))[: 5 * count]:
+        if len(parked) == count:
+            break
+        x, y, z, _ = route.pose_at(float(spots[int(k)]))
+        wp = carla_map.get_waypoint(carla.Location(x=x, y=y, z=z))
+        if wp is None or wp.is_junction:
+            continue
+        lanes = kerb_lanes(wp)
+        lane = lanes[int(rng.integers(len(lanes)))]
+        bp = cars[int(rng.integers(len(cars)))]
+        if bp.has_attribute("color"):
+            values = bp.get_attribute("color").recommended_values
+            if values:
+                bp.set_attribute("color", values[int(rng.integers(len(values)))])
+        if bp.has_attribute("role_name"):
+            bp.set_attribute("role_name", "parked")
+        half_width = 0.95  # a passenger car's; the spawned one's is known only once it stands there
+        tf = lane.transform
+        right = tf.get_right_vector()
+        offset = 0.5 * lane.lane_width + half_width - into_lane
+        loc = carla.Location(tf.location.x + right.x * offset, tf.location.y + right.y * offset, tf.location.z + 0.3)
+        actor = registry.try_spawn(bp, carla.Transform(loc, carla.Rotation(yaw=tf.rotation.yaw)))
+        if actor is not None:
+            actor.apply_control(carla.VehicleControl(hand_brake=True))
+            parked.append(actor)
+    return parked
+
+
 def spawn_scenario_walkers(world, registry: ActorRegistry, layout: Layout, route: Route,
                            rng: np.random.Generator) -> list:
     """The standing pedestrians of a layout (the parking scenario's shopper)."""
@@ -543,7 +610,9 @@ def collect_episode(client, spec: EpisodeSpec, options: CollectOptions, data_dir
         n_walkers = options.walkers if options.walkers is not None else int(rng.integers(w_lo, w_hi + 1))
         npc_vehicles = spawn_traffic(client, world, registry, rng, n_vehicles, avoid, options.tm_port)
         npc_walkers = spawn_walkers(client, world, registry, rng, n_walkers, avoid)
-        dynamic = [(a, "vehicle") for a in npc_vehicles] + [(a, "walker") for a in npc_walkers + scene_walkers]
+        parked = spawn_parked(world, registry, rng, route, options.parked, [o["route_s"] for o in unknown_objects])
+        dynamic = ([(a, "vehicle") for a in npc_vehicles] + [(a, "walker") for a in npc_walkers + scene_walkers]
+                   + [(a, "parked") for a in parked])
 
         mount = camera_mount(ego.bounding_box)
         rig = SensorRig(world, registry, ego, options.width, options.height, options.fov, options.sensor_timeout, mount)
@@ -573,6 +642,7 @@ def collect_episode(client, spec: EpisodeSpec, options: CollectOptions, data_dir
             "instance_encoding": "actor id & 0xFFFF (CARLA instance camera: G + 256 B)",
             "ego": {"actor_id": int(ego.id), "blueprint": ego_bp.id},
             "npc_vehicles": len(npc_vehicles), "npc_walkers": len(npc_walkers) + len(scene_walkers),
+            "parked_vehicles": len(parked),
             "route_length": round(route.length, 2),
         }
         tracks = {

@@ -246,7 +246,13 @@ class World:
         if bp_id.startswith("vehicle."):
             boxes = vehicle_look(look, blueprint.get_attribute("color").as_str())
             tags, cls = [look["tag"]], Vehicle
-            z = self._ground_height(loc.x, loc.y)
+            # On its wheels where any of them touches the road: a car parked with two wheels on the kerb
+            # rests on the road (the offline world does not tilt bodies).
+            (cx, cy, _), (hx, hy, _) = boxes_extent(boxes)
+            yaw = math.radians(rot.yaw)
+            z = min(self._ground_height(loc.x + (cx + a) * math.cos(yaw) - (cy + b) * math.sin(yaw),
+                                        loc.y + (cx + a) * math.sin(yaw) + (cy + b) * math.cos(yaw))
+                    for a in (-hx, hx) for b in (-hy, hy))
             placed = carla.Transform(carla.Location(loc.x, loc.y, z), carla.Rotation(yaw=rot.yaw))
         elif bp_id.startswith("walker."):
             # like CARLA's walkers, the actor's origin is the centre of its bounding box

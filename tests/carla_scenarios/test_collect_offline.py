@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import carla
 import numpy as np
 import pytest
 
@@ -219,3 +220,27 @@ def test_same_seed_same_episode(offline_client, tmp_path):
         np.testing.assert_allclose(ea.column("ego_pose"), eb.column("ego_pose"), atol=1e-6)
         for i in range(len(ea)):
             np.testing.assert_array_equal(ea.read(i, ["semantic"])["semantic"], eb.read(i, ["semantic"])["semantic"])
+
+
+def test_parked_cars_stand_at_the_kerb_and_are_recorded_as_static_tracks(offline_client, tmp_path):
+    """--parked N: cars parked along the kerbs of the ego's road stand still for the whole episode, out
+    of the lane centres that traffic drives on, and their states are recorded like the traffic's."""
+    options = CollectOptions(frames=6, frame_step=2, width=64, height=48, vehicles=2, walkers=0, parked=6)
+    result = collect_episode(offline_client, EpisodeSpec("Town01", "barrier", 3, "train"), options, tmp_path, "offline")
+    tracks = read_tracks(result.path)["tracks"]
+    parked = [t for t in tracks.values() if t["kind"] == "parked"]
+    with EpisodeReader(result.path) as ep:
+        assert ep.attrs["parked_vehicles"] == len(parked) >= 4
+    carla_map = offline_client.get_world().get_map()
+    for t in parked:
+        states = np.array(t["states"])
+        assert len(states) == 6 and t["blueprint"].startswith("vehicle.")
+        np.testing.assert_allclose(states[:, :4], np.repeat(states[:1, :4], 6, axis=0), atol=1e-6)  # never moves
+        assert np.abs(states[:, 4:]).max() < 1e-6                               # and no velocity
+        x, y = states[0, :2]
+        lane = carla_map.get_waypoint(carla.Location(x=float(x), y=float(y), z=0.0))
+        offset = np.hypot(lane.transform.location.x - x, lane.transform.location.y - y)
+        assert offset > 0.5 * lane.lane_width   # beside the nearest lane's centre line, at its edge
+    assert not result.collisions
+    with pytest.raises(ValueError, match="--parked"):
+        CollectOptions(parked=-1).validate()
