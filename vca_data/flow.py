@@ -457,14 +457,16 @@ def fit_background_motion(flow: np.ndarray, exclude: np.ndarray | None = None, s
 def essential_motion(flow: np.ndarray, K: np.ndarray, exclude: np.ndarray | None = None, step: int = 8,
                      threshold: float = 0.5, seed: int = 0) -> tuple[np.ndarray | None, float]:
     """The camera's relative motion (camera1_from_camera0, translation scaled to length 1) from the
-    background flow and intrinsics K: RANSAC essential matrix (5-point) and its decomposition. Returns
+    background flow and intrinsics K: essential matrix (5-point, USAC) and its decomposition. Returns
     (None, 0) when the camera does not translate measurably (the motion is then not observable)."""
     K = _check_intrinsics(K)
     x0, x1 = background_correspondences(flow, exclude, step)
     if len(x0) < 16 or np.median(np.linalg.norm(x1 - x0, axis=1)) < 0.1:
         return None, 0.0
     cv2.setRNGSeed(seed)
-    E, mask = cv2.findEssentialMat(x0, x1, K, cv2.RANSAC, 0.999, threshold)
+    # USAC with local optimisation: on the offline world's background flow it halves the worst errors of
+    # the translation's direction against plain RANSAC (90th percentile 4 degrees instead of 8).
+    E, mask = cv2.findEssentialMat(x0, x1, K, cv2.USAC_ACCURATE, 0.999, threshold)
     if E is None or E.shape != (3, 3):
         return None, 0.0
     _, R, t, pose_mask = cv2.recoverPose(E, x0, x1, K, mask=mask.copy())
