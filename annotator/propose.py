@@ -17,7 +17,8 @@ the difference to the flow the object would have if it were static and stood on 
 it touches it (a car driving ahead stays on its epipolar lines but not on that prediction). Far
 objects move by a fraction of a pixel per frame pair, under DIS's noise, so flow mode also has a
 long-baseline cue: the camera's motion chained over a track's frames (translation in camera heights,
-from the road plane), its ground contact moved as if static from one frame into frames far later,
+from the road plane, which is taken as one plane over the chained frames: the median of each frame
+pair's fit moved along the chain), its ground contact moved as if static from one frame into frames far later,
 against where its mask's bottom, width and base centre really are there; a far track that clearly
 departs from that prediction is moving whatever its per-pair scores say. An object that moves along
 its viewing ray far ahead at the camera's speed still differs from a static one by only a pixel or two
@@ -74,7 +75,8 @@ class ProposalSettings:
     flow_noise_px: float = 0.28       # flow mode: residual (px) that counts as moving ...
     flow_relative: float = 0.055      # ... plus this fraction of the flow at the object (epipolar cue)
     ground_depth_error: float = 0.1   # flow mode, ground cue: this fraction of the predicted translational
-    flow_error: float = 0.02          # flow (contact depth error), plus this fraction of all of it (DIS)
+    flow_error: float = 0.04          # flow (contact depth error), plus this fraction of all of it (DIS
+                                      # on flat paint, and the fitted camera motion's error)
     high: float = 1.2                 # hysteresis: a frame turns moving above this score ...
     low: float = 0.85                 # ... and static below this; in between it keeps the last state
     min_frames: int = 2               # fewer decided frames: no proposal unless the score is far off
@@ -574,6 +576,41 @@ def height_scaled_steps(geometry: dict[int, CameraGeometry], window: int = 2) ->
     return steps
 
 
+def chained_runs(steps: dict[int, np.ndarray]) -> list[list[int]]:
+    """Runs of consecutive frames joined by `steps` (step i joins frame i to i + 1)."""
+    runs: list[list[int]] = []
+    for i in sorted(steps):
+        if runs and runs[-1][-1] == i:
+            runs[-1].append(i + 1)
+        else:
+            runs.append([i, i + 1])
+    return runs
+
+
+def road_normals(normals: dict[int, np.ndarray], steps: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
+    """The road as one plane over each run of frames joined by `steps` (translation in camera heights):
+    each frame's plane n.X = 1 (`normals`, camera heights) is moved into the run's first frame by the
+    chained steps, the median of them is taken, and it is moved back into every frame of the run. A
+    plane fitted on one frame pair tilts by a hundredth of a radian, which at 60 camera heights moves a
+    contact's depth by half; the camera's own pitching and rolling, which the steps' rotations follow,
+    is kept. Frames in no run with a measured plane are left out."""
+    out = {}
+    for run in chained_runs(steps):
+        camera_from_first = {run[0]: np.eye(4)}
+        for i in run[1:]:
+            camera_from_first[i] = steps[i - 1] @ camera_from_first[i - 1]
+        # n.X_i = 1 with X_i = R X_first + t  <=>  (R^T n / (1 - n.t)).X_first = 1
+        moved = [m[:3, :3].T @ normals[i] / (1.0 - normals[i] @ m[:3, 3])
+                 for i, m in camera_from_first.items() if i in normals]
+        if not moved:
+            continue
+        first = np.median(moved, axis=0)
+        for i, m in camera_from_first.items():
+            normal = m[:3, :3] @ first
+            out[i] = normal / (1.0 + normal @ m[:3, 3])
+    return out
+
+
 @dataclass
 class LongBaseline:
     """A track's long-baseline cue over frame pairs (a, b) far apart: where the track is in b against
@@ -799,6 +836,7 @@ def propose_sequence(seq: MotionSequence, mode: str = "auto", preset: str = PROP
             on_frame()
     steps = height_scaled_steps({i: g for i, (j, g) in geometry.items() if j == i + 1})
     normals = {i: g.normal for i, (_, g) in geometry.items() if g.normal is not None}
+    normals.update(road_normals(normals, steps))
     # Frames without a road fit (a still camera triangulates nothing) take the sequence's typical road:
     # the camera's height and pitch over it hardly change.
     typical = np.median(list(normals.values()), axis=0) if normals else np.array([0.0, 1.0, 0.0])

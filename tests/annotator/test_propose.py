@@ -354,6 +354,40 @@ def test_height_scaled_steps_measure_translation_in_camera_heights():
     assert steps[2][2, 3] == 0.0 and steps[1][2, 3] == pytest.approx(-0.25)
 
 
+def _pitch(angle: float) -> np.ndarray:
+    c, s = np.cos(angle), np.sin(angle)
+    return np.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
+
+
+def test_road_normals_average_the_per_frame_planes_and_follow_the_camera_pitch():
+    """A camera 1 camera height above the road drives 0.3 heights per frame and pitches (a slow sine of
+    0.01 rad); each frame pair's fitted plane is tilted at random by 0.01 rad. One plane moved along the
+    chained steps errs by less than the fitted ones, follows the pitch, and a gap in the steps starts a
+    new run."""
+    rng = np.random.default_rng(0)
+    pitch = 0.01 * np.sin(0.5 * np.arange(16))
+    world_from_camera = []
+    for i in range(16):
+        pose = np.eye(4)
+        pose[:3, :3] = _pitch(pitch[i])
+        pose[2, 3] = 0.3 * i
+        world_from_camera.append(pose)
+    steps = {i: np.linalg.inv(world_from_camera[i + 1]) @ world_from_camera[i] for i in range(15) if i != 9}
+    assert propose.chained_runs(steps) == [list(range(10)), list(range(10, 16))]
+    # the road y = 1 in the world; in camera i: n_i . X = 1 with n_i = R_i^T (0, 1, 0) (no vertical motion)
+    truth = {i: world_from_camera[i][:3, :3].T @ np.array([0.0, 1.0, 0.0]) for i in range(16)}
+    measured = {i: _pitch(rng.normal(0.0, 0.01)) @ truth[i] for i in range(16)}
+    road = propose.road_normals(measured, steps)
+    assert sorted(road) == list(range(16))
+    error = float(np.mean([np.linalg.norm(road[i] - truth[i]) for i in range(16)]))
+    noise = float(np.mean([np.linalg.norm(measured[i] - truth[i]) for i in range(16)]))
+    assert error < 0.6 * noise
+    # the camera's own pitch, 0.02 rad from crest to trough, is kept
+    assert abs((road[3][2] - road[0][2]) - (truth[3][2] - truth[0][2])) < 0.003
+    # frames in no run of steps are left to the caller
+    assert propose.road_normals(measured, {}) == {}
+
+
 def test_a_still_camera_keeps_its_geometry_for_the_long_baseline_cue():
     rng = np.random.default_rng(0)
     ids = np.zeros((120, 160), np.int32)
