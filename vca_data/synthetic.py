@@ -397,7 +397,8 @@ def driving_scene(rng: np.random.Generator, ego_speed: float, num_frames: int,
                   ground_y: float = DRIVING_GROUND_Y) -> list[DrivingBox]:
     """A random street: facades on both sides, parked cars and standing pedestrians (static), and
     moving ones that never collide over `num_frames`: a car ahead in the ego lane (its motion stays on
-    the epipolar lines), oncoming and crossing cars, pedestrians walking along or across the street."""
+    the epipolar lines), oncoming and crossing cars, pedestrians walking along or across the street;
+    and far traffic (70-140 m): parked cars, and a car keeping pace with the camera 45-120 m ahead."""
     boxes: list[DrivingBox] = []
     for side in (-1, 1):
         z = -10.0
@@ -448,6 +449,14 @@ def driving_scene(rng: np.random.Generator, ego_speed: float, num_frames: int,
         else:
             add("pedestrian", float(rng.uniform(-4, 4)), rng.uniform(8, 30),
                 (float(rng.choice([-1, 1]) * rng.uniform(0.12, 0.2)), 0, 0))
+    # Far traffic, where a frame pair shows a fraction of a pixel of motion: parked cars far down the
+    # street, and a car far ahead keeping pace with the camera, which differs from a parked one only in
+    # that it does not come closer over the sequence.
+    for _ in range(int(rng.integers(2, 5))):                       # far parked cars
+        add("car", float(rng.choice([-1, 1]) * rng.uniform(4.0, 4.4)), rng.uniform(70, 140), (0, 0, 0))
+    if rng.random() < 0.8:                                         # far car keeping pace, either lane
+        add("car", float(rng.choice([-1, 1]) * 1.75), rng.uniform(45, 120),
+            (0, 0, ego_speed * rng.uniform(0.85, 1.15)))
     return boxes
 
 
