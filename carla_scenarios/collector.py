@@ -385,6 +385,18 @@ def _cars(library, rng: np.random.Generator) -> list:
     return cars or vehicles
 
 
+def _pick_car(cars: list, rng: np.random.Generator, role: str):
+    """One of `cars`, in one of its recommended colours, with role name `role` (where it has them)."""
+    bp = cars[int(rng.integers(len(cars)))]
+    if bp.has_attribute("color"):
+        values = bp.get_attribute("color").recommended_values
+        if values:
+            bp.set_attribute("color", values[int(rng.integers(len(values)))])
+    if bp.has_attribute("role_name"):
+        bp.set_attribute("role_name", role)
+    return bp
+
+
 def command_module(blueprint):
     """The batch command module matching a blueprint's backend: `carla.command` builds commands only
     from a server's blueprints, the offline world has its own module of the same shape."""
@@ -407,13 +419,7 @@ def spawn_traffic(client, world, registry: ActorRegistry, rng: np.random.Generat
     order = rng.permutation(len(points))[:count]
     batch = []
     for k in order:
-        bp = cars[int(rng.integers(len(cars)))]
-        if bp.has_attribute("color"):
-            values = bp.get_attribute("color").recommended_values
-            if values:
-                bp.set_attribute("color", values[int(rng.integers(len(values)))])
-        if bp.has_attribute("role_name"):
-            bp.set_attribute("role_name", "autopilot")
+        bp = _pick_car(cars, rng, "autopilot")
         cmd = command_module(bp)
         batch.append(cmd.SpawnActor(bp, points[int(k)]).then(cmd.SetAutopilot(cmd.FutureActor, True, tm_port)))
     ids = [r.actor_id for r in client.apply_batch_sync(batch, True) if not r.error]
@@ -508,13 +514,7 @@ def spawn_parked(world, registry: ActorRegistry, rng: np.random.Generator, route
             continue
         lanes = kerb_lanes(wp)
         lane = lanes[int(rng.integers(len(lanes)))]
-        bp = cars[int(rng.integers(len(cars)))]
-        if bp.has_attribute("color"):
-            values = bp.get_attribute("color").recommended_values
-            if values:
-                bp.set_attribute("color", values[int(rng.integers(len(values)))])
-        if bp.has_attribute("role_name"):
-            bp.set_attribute("role_name", "parked")
+        bp = _pick_car(cars, rng, "parked")
         half_width = 0.95  # a passenger car's; the spawned one's is known only once it stands there
         tf = lane.transform
         right = tf.get_right_vector()
