@@ -14,7 +14,11 @@ against its real mask there, which sees textureless objects move. Frames i and i
 RANSAC outside the instance masks (homography, and the essential matrix with K from the calibration or
 a guess), and two cues are combined: the Sampson distance to the background's epipolar geometry, and
 the difference to the flow the object would have if it were static and stood on the road plane where
-it touches it (a car driving ahead stays on its epipolar lines but not on that prediction). Far
+it touches it (a car driving ahead stays on its epipolar lines but not on that prediction). That
+prediction takes the camera's motion and the road plane from the road itself (plane plus parallax):
+the homography of the flow below the horizon, decomposed with K, so that an object's ground contact
+moves exactly as the road beside it; the essential matrix's translation errs by a degree, which near
+the focus of expansion is a quarter of a far object's flow. Far
 objects move by a fraction of a pixel per frame pair, under DIS's noise, so flow mode also has a
 long-baseline cue: the camera's motion chained over a track's frames (translation in camera heights,
 from the road plane, which is taken as one plane over the chained frames: the median of each frame
@@ -57,6 +61,11 @@ DEFAULT_FLOW_MAX = 30.0
 PROPOSAL_PRESET = "medium"
 # The most a driving camera turns between frames (radians; 6 degrees): larger rotations are fitting errors.
 MAX_TURN = 0.1
+# Flow mode: a road homography is plausible when its plane tilts by at most this from the camera's
+# vertical axis (a car camera looks level along the road it stands on: a larger tilt is a wall or a
+# fit gone wrong; 5 degrees) and its translation points within this of the essential matrix's (10 degrees).
+MAX_ROAD_TILT = 0.087
+MAX_ROAD_DISAGREEMENT = 0.175
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -413,6 +422,18 @@ class CameraGeometry:
     offset: float | None = None        # the camera's height over the road, in units of the translation
 
 
+def plausible_road(road: vf.RoadMotion, motion: np.ndarray) -> bool:
+    """Whether a frame pair's road homography (`vf.road_motion`) can be taken for the road: its plane
+    nearly level under the camera (`MAX_ROAD_TILT`), its translation measurable and along the one of the
+    essential matrix (`motion`, `MAX_ROAD_DISAGREEMENT`). Fits to a wall, or to a road whose flow DIS
+    lost, tilt by tens of degrees."""
+    t = road.motion[:3, 3]
+    speed = float(np.linalg.norm(t))
+    if speed < 1e-6 or road.normal[1] < np.cos(MAX_ROAD_TILT):
+        return False
+    return float(t @ motion[:3, 3]) / (speed * float(np.linalg.norm(motion[:3, 3]))) >= np.cos(MAX_ROAD_DISAGREEMENT)
+
+
 def flow_only_cues(flow: np.ndarray, id_map: np.ndarray, masks: dict[int, np.ndarray], exclude: np.ndarray,
                    K: np.ndarray, settings: ProposalSettings
                    ) -> tuple[dict[int, FlowCues], np.ndarray, CameraGeometry | None]:
@@ -423,10 +444,11 @@ def flow_only_cues(flow: np.ndarray, id_map: np.ndarray, masks: dict[int, np.nda
     Cue 1: Sampson distance of the mask's flow to the background's epipolar geometry (from the essential
     matrix, which unlike a fitted F stays defined when the background is mostly road; blind to motion
     along epipolar lines). Cue 2: the flow the object would have if it were static and stood on the
-    ground: the camera motion comes from the background's essential matrix (K from the calibration, or
-    a guess), the road plane from triangulated background points in the lower half, and the object's
-    depth from where it touches that plane; a car driving ahead stays on its epipolar lines but not on
-    this prediction. Each cue is divided by the error expected of it (`flow_cue_score`), which puts far
+    ground: the camera motion (translation in camera heights) and the road plane come from the road's
+    homography below the horizon (`vf.road_motion`, K from the calibration or a guess) when it is
+    plausible (`plausible_road`), else from the essential matrix and a plane through the background
+    points triangulated below the horizon; the object's depth comes from where it touches that plane. A
+    car driving ahead stays on its epipolar lines but not on this prediction. Each cue is divided by the error expected of it (`flow_cue_score`), which puts far
     and near objects on one scale. With a camera that does not translate the background homography
     explains every static point, and the residual to it is the measure. The road plane is fitted per
     frame: in units of the camera's motion per frame it changes whenever the car brakes or accelerates."""
@@ -450,24 +472,42 @@ def flow_only_cues(flow: np.ndarray, id_map: np.ndarray, masks: dict[int, np.nda
         return {track: FlowCues(_robust(magnitude[mask]), residual=_robust(full_residual[mask]))
                 for track, mask in masks.items()}, suppressed, geometry
     sampson = vf.sampson_map(vf.fundamental_from_motion(K, motion), flow)
-    lower = exclude.copy()
-    lower[: int(K[1, 2]) + 2] = True  # the road lies below the horizon
-    x0, x1 = vf.background_correspondences(flow, lower, step=max(2, step // 2))
-    depth = vf.triangulate_depth(x0, x1, K, motion)
-    points = np.column_stack([(x0[:, 0] - K[0, 2]) / K[0, 0] * depth, (x0[:, 1] - K[1, 2]) / K[1, 1] * depth, depth])
-    plane = vf.fit_ground_plane(points)
-    if plane is not None and plane[0][1] < 0:
-        # The triangulated road lies above the camera: the essential matrix took a wrong solution, and
-        # neither its epipolar lines nor its ground prediction can be trusted in this frame pair.
-        return {}, suppressed, None
-    geometry = CameraGeometry(motion, *plane[:2]) if plane is not None else CameraGeometry(motion)
+    road = vf.road_motion(flow, K, exclude, step=max(2, 2 * step // 3), reference=motion)
+    chained = True
+    if road is not None and plausible_road(road, motion):
+        # Plane plus parallax: the ground cue takes the road's own motion, under which a static object's
+        # ground contact moves exactly as the road's flow beside it, while the essential matrix errs by
+        # a degree in the translation's direction, a quarter of a far object's flow near the focus of
+        # expansion.
+        speed = float(np.linalg.norm(road.motion[:3, 3]))
+        motion = road.motion.copy()
+        motion[:3, 3] /= speed
+        plane: tuple[np.ndarray, float] | None = (road.normal, 1.0 / speed)
+    else:
+        # No plausible road homography (DIS lost the road's flow, or the fit took a wall): the road plane
+        # through the background points below the horizon, triangulated with the essential matrix. Its
+        # scale differs from the road homography's, so the long-baseline cue does not chain this pair.
+        chained = False
+        lower = exclude.copy()
+        lower[: int(K[1, 2]) + 2] = True
+        x0, x1 = vf.background_correspondences(flow, lower, step=max(2, step // 2))
+        depth = vf.triangulate_depth(x0, x1, K, motion)
+        points = np.column_stack([(x0[:, 0] - K[0, 2]) / K[0, 0] * depth,
+                                  (x0[:, 1] - K[1, 2]) / K[1, 1] * depth, depth])
+        fitted = vf.fit_ground_plane(points)
+        if fitted is not None and fitted[0][1] < 0:
+            # The triangulated road lies above the camera: the essential matrix took a wrong solution, and
+            # neither its epipolar lines nor its ground prediction can be trusted in this frame pair.
+            return {}, suppressed, None
+        plane = fitted[:2] if fitted is not None else None
+    geometry = CameraGeometry(motion, *plane) if chained and plane is not None else None  # see above
     if np.trace(motion[:3, :3]) < 1.0 + 2.0 * np.cos(MAX_TURN):
         # A camera all but stopped leaves the essential matrix's decomposition free to twist: no chaining.
         geometry = None
     cues = {}
     for track, mask in masks.items():
         cue = FlowCues(_robust(magnitude[mask]), sampson=_robust(sampson[mask]))
-        pseudo = contact_depth(track, id_map, K, *plane[:2]) if plane is not None else None
+        pseudo = contact_depth(track, id_map, K, *plane) if plane is not None else None
         if pseudo is not None:
             rows, cols = np.nonzero(mask)
             box = np.s_[rows.min():rows.max() + 1, cols.min():cols.max() + 1]

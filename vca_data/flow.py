@@ -538,6 +538,62 @@ def fit_ground_plane(points: np.ndarray, relative_threshold: float = 0.02, itera
     return normal, offset, float(inliers.mean())
 
 
+@dataclass
+class RoadMotion:
+    """The camera's motion over a frame pair measured on the road, the plane n.X = 1 it drives on (camera
+    heights): X1 = R X0 + t for every point, and the road's pixels map by H = K (R + t n^T) K^-1."""
+
+    motion: np.ndarray        # camera1_from_camera0, translation in camera heights
+    normal: np.ndarray        # unit normal of the road in camera 0, pointing down (image y)
+    homography: np.ndarray    # the fitted road homography, first-frame (x, y) -> second-frame (x, y)
+    inliers: float            # fraction of the road points within the fit's threshold
+
+
+def road_motion(flow: np.ndarray, K: np.ndarray, exclude: np.ndarray | None = None, step: int = 4,
+                threshold: float = 0.7, horizon_margin: int = 8, reference: np.ndarray | None = None,
+                seed: int = 0) -> RoadMotion | None:
+    """The camera's motion and the road plane from the flow of the image below the horizon (rows below
+    the principal point plus `horizon_margin`, outside `exclude`): the road homography fitted with USAC,
+    decomposed with K into rotation, translation over the camera's height and the road's normal. Of the
+    decomposition's solutions those are kept whose plane lies below the camera and in front of the
+    road points; of them, given `reference` (a camera motion from the essential matrix), the one whose
+    translation points the same way, else the one with the most level road. Plane plus parallax: a point on the road (an object's ground contact) moves
+    exactly as the fitted homography says, whatever the error of the decomposition, which only scales
+    the parallax of points above the road. None when the road gives too few points or no valid solution.
+    Where DIS loses the road (the nearest rows of a smooth road move by tens of pixels) the fit may go
+    wrong: check it (the annotator takes it only when its plane is level under the camera)."""
+    K = _check_intrinsics(K)
+    flow = _check_flow(flow)
+    h = flow.shape[0]
+    below = np.zeros(flow.shape[:2], bool)
+    below[: min(h, int(K[1, 2]) + horizon_margin)] = True
+    x0, x1 = background_correspondences(flow, below if exclude is None else below | exclude, step)
+    if len(x0) < 30:
+        return None
+    cv2.setRNGSeed(seed)
+    H, mask = cv2.findHomography(x0, x1, cv2.USAC_ACCURATE, threshold, maxIters=2000, confidence=0.999)
+    if H is None:
+        return None
+    inliers = mask.ravel() > 0
+    rays = np.linalg.solve(K, np.vstack([x0[inliers].T, np.ones(int(inliers.sum()))]))
+    best, best_agreement = None, -np.inf
+    for R, t, n in zip(*cv2.decomposeHomographyMat(H, K)[1:]):
+        t, n = t.ravel(), n.ravel()
+        # The road lies below the camera (n along +y) and every road point in front of it (n.ray > 0).
+        if n[1] <= 0 or np.mean(n @ rays > 0) < 0.9:
+            continue
+        agreement = float(n[1])   # without a reference: the most level road
+        if reference is not None:
+            agreement = float(t @ reference[:3, 3]) / max(float(np.linalg.norm(t) * np.linalg.norm(reference[:3, 3])), 1e-12)
+        if agreement > best_agreement:
+            best, best_agreement = (R, t, n), agreement
+    if best is None:
+        return None
+    T = np.eye(4)
+    T[:3, :3], T[:3, 3] = best[0], best[1]
+    return RoadMotion(T, best[2] / np.linalg.norm(best[2]), H, float(inliers.mean()))
+
+
 def homography_flow(H: np.ndarray, height: int, width: int) -> np.ndarray:
     """The flow a homography induces on every pixel (HxWx2 float32)."""
     H = np.asarray(H, np.float64)

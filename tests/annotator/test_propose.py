@@ -279,6 +279,21 @@ def test_flow_only_cues_see_textureless_boxes_static_on_the_road_and_driving_ahe
     assert np.median(scores[1002]) > settings.flow_vote
 
 
+def test_a_road_homography_counts_only_when_level_and_moving_the_way_the_essential_matrix_says():
+    essential = np.eye(4)
+    essential[:3, 3] = (0.0, 0.0, -1.0)
+    def road(normal, translation):
+        motion = np.eye(4)
+        motion[:3, 3] = translation
+        normal = np.asarray(normal, float)
+        return vf.RoadMotion(motion, normal / np.linalg.norm(normal), np.eye(3), 0.5)
+    assert propose.plausible_road(road((0.0, 1.0, 0.03), (0.01, 0.0, -0.3)), essential)     # 1.7 deg tilt
+    assert not propose.plausible_road(road((0.0, 1.0, 0.2), (0.0, 0.0, -0.3)), essential)   # 11 deg: a wall
+    assert not propose.plausible_road(road((0.0, 1.0, 0.0), (0.1, 0.0, -0.3)), essential)   # 18 deg apart
+    assert not propose.plausible_road(road((0.0, 1.0, 0.0), (0.0, 0.0, 0.3)), essential)    # backwards
+    assert not propose.plausible_road(road((0.0, 1.0, 0.0), (0.0, 0.0, 0.0)), essential)    # no translation
+
+
 def test_flow_cue_score_divides_each_cue_by_its_expected_error_and_takes_the_larger():
     settings = propose.ProposalSettings(flow_noise_px=0.3, flow_relative=0.05, ground_depth_error=0.1,
                                         flow_error=0.02)

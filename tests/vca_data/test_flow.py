@@ -276,3 +276,36 @@ def test_sampson_distance_known_values_and_background_fit():
     road[-4:] = False
     assert np.median(distance[road]) < 0.2
     assert np.median(distance[inner]) > 5 * np.median(distance[road]) + 0.5
+
+
+def test_road_motion_recovers_the_camera_motion_in_camera_heights_and_the_road_normal():
+    # The camera pitched down by 2 degrees and turning slightly while it drives over the road plane.
+    pitch, yaw = math.radians(2.0), math.radians(0.5)
+    R_pitch = cv2.Rodrigues(np.array([pitch, 0.0, 0.0]))[0]
+    normal = R_pitch @ np.array([0.0, 1.0, 0.0])          # the road's normal in the (pitched) camera
+    T = np.eye(4)
+    T[:3, :3] = cv2.Rodrigues(np.array([0.0, yaw, 0.0]))[0]
+    T[:3, 3] = (0.02, 0.0, -0.4)                           # camera heights: 0.6 m per frame at 1.5 m
+    plane_h = K @ (T[:3, :3] + np.outer(T[:3, 3], normal)) @ np.linalg.inv(K)
+    # Exact road flow: the decomposition gives back the motion, the normal and the homography.
+    flow = vf.homography_flow(plane_h, H, W)
+    reference = T.copy()
+    reference[:3, 3] /= np.linalg.norm(reference[:3, 3])
+    road = vf.road_motion(flow, K, reference=reference)
+    assert road is not None and road.inliers > 0.99
+    np.testing.assert_allclose(road.motion, T, atol=1e-4)
+    np.testing.assert_allclose(road.normal, normal, atol=1e-4)
+    np.testing.assert_allclose(road.homography / road.homography[2, 2], plane_h / plane_h[2, 2], rtol=1e-4, atol=1e-5)
+    # Above the horizon there is no road: nothing to fit.
+    assert vf.road_motion(flow, K, exclude=np.ones((H, W), bool)) is None
+    # DIS flow of a rendered drive over the textured road (a small image): degrees of normal, per cents of speed.
+    pose1 = translation(0.05, 0.0, 0.3)
+    first, _, _ = render(np.eye(4), [])
+    second, _, _ = render(pose1, [])
+    flow = vf.compute_flow(first, second, preset="medium")
+    road = vf.road_motion(flow, K)
+    assert road is not None and road.inliers > 0.9
+    true_t = -np.array([0.05, 0.0, 0.3]) / CAMERA_HEIGHT
+    assert np.degrees(np.arccos(road.normal[1])) < 3.0
+    assert np.linalg.norm(road.motion[:3, 3] - true_t) < 0.1 * np.linalg.norm(true_t)
+    assert np.degrees(np.arccos(np.clip((np.trace(road.motion[:3, :3]) - 1) / 2, -1, 1))) < 0.3
