@@ -108,6 +108,8 @@ class ProposalSettings:
     long_far: float = 2.0             # over the baseline shows by less than this many measuring errors
                                       # (near ones the per-frame cues measure; their prediction errs with
                                       # their changing outline)
+    long_turn: float = 0.5            # ... log width change per radian the direction an object is seen
+                                      # from turns (tangent of the angle between its face and the image)
 
 
 @dataclass
@@ -564,10 +566,15 @@ class Footprint:
     grounded: bool      # the contact is in view: background right below the lowest pixels
 
 
-def footprints(id_map: np.ndarray) -> dict[int, Footprint]:
-    """The footprint of every track (id > 0) of a frame's id map."""
+def footprints(id_map: np.ndarray, reach: int = 2) -> dict[int, Footprint]:
+    """The footprint of every track (id > 0) of a frame's id map. A track's width is hidden (NaN) when a
+    side is cut by the image border, or when another track comes within `reach` px of it sideways
+    anywhere along its outline: one hides part of the other, and a car parked behind another loses
+    more of its outline as the camera approaches, which reads as the hidden car shrinking (driving
+    away). Measured on offline-world parked cars: dropping the width of the occluding track too (its
+    contact lower in the image) does better than keeping it, so both lose it."""
     h, w = id_map.shape
-    out = {}
+    out, boxes = {}, {}
     for track in np.unique(id_map).tolist():
         if track == 0:
             continue
@@ -578,15 +585,20 @@ def footprints(id_map: np.ndarray) -> dict[int, Footprint]:
         lowest = np.flatnonzero(mask[bottom])
         grounded = bottom + 1 < h and not id_map[bottom + 1, lowest].any()
         left, right = int(cols[0]), int(cols[-1])
-        # A side cut by the border, or next to another track (hiding it or hidden by it), hides the width.
         clipped = left == 0 or right == w - 1
-        for side, beside in ((left, left - 1), (right, right + 1)):
-            if not clipped:
-                touching = id_map[mask[:, side], beside]
-                clipped = bool(((touching != 0) & (touching != track)).any())
         base = np.flatnonzero(mask[bottom - (bottom - int(rows[0])) // 4:bottom + 1].any(axis=0))
         out[track] = Footprint(bottom + 1.0, (base[0] + base[-1] + 1) / 2.0,
                                float("nan") if clipped else float(right - left + 1), bool(grounded))
+        boxes[track] = (int(rows[0]), bottom + 1, max(0, left - reach), min(w, right + reach + 1))
+    kernel = np.ones((1, 2 * reach + 1), np.uint8)
+    for track, box in boxes.items():
+        if np.isnan(out[track].width):
+            continue
+        window = id_map[box[0]:box[1], box[2]:box[3]]
+        mask = window == track
+        beside = window[(cv2.dilate(mask.astype(np.uint8), kernel) > 0) & ~mask]
+        if np.any((beside != 0) & (beside != track)):
+            out[track] = Footprint(out[track].row, out[track].column, float("nan"), out[track].grounded)
     return out
 
 
@@ -682,7 +694,9 @@ def long_baseline_cue(prints: dict[int, Footprint], steps: dict[int, np.ndarray]
     moved into b as if static; its predicted depth there is compared with the depth of b's contact on
     b's plane (bottom row) and with the depth the change of the mask's width implies. Each is a log
     depth ratio whose error is the edge error `long_edge_px` propagated, plus `long_relative` times the
-    predicted change (plane tilt, speed scale, an object not facing the camera). Per frame pair a car
+    predicted change (plane tilt, speed scale, an object not facing the camera); the width's, and the
+    sideways one's, also `long_turn` times the angle by which the direction the object is seen from
+    turns (a car seen at an angle narrows as the camera turns at a junction). Per frame pair a car
     driving ahead at the camera's speed differs from a static one by a tenth of a pixel; over many
     frames a static one comes closer and grows, while that car keeps its place and size. None when no
     pair of frames qualifies."""
@@ -720,16 +734,24 @@ def long_baseline_cue(prints: dict[int, Footprint], steps: dict[int, np.ndarray]
                 estimates.append((float(np.log(seen[2] / predicted[2])), float(np.hypot(row_error_a, row_error_b))))
             sideways = 0.0
             if np.isfinite(first.width) and np.isfinite(second.width):
-                # Width ~ 1 / depth: the depth seen in b is depth_a * width_a / width_b.
-                width_error = edge * np.sqrt(2.0) * float(np.hypot(1.0 / first.width, 1.0 / second.width))
+                # Width ~ 1 / depth for a face parallel to the image; an object seen at an angle widens or
+                # narrows as the direction it is seen from turns (the camera turning, or passing it) by
+                # the tangent of that angle per radian, at any depth: `long_turn`.
+                turn = float(np.arccos(np.clip(point @ predicted / (np.linalg.norm(point) * np.linalg.norm(predicted)),
+                                               -1.0, 1.0)))
+                width_error = float(np.hypot(edge * np.sqrt(2.0) * np.hypot(1.0 / first.width, 1.0 / second.width),
+                                             settings.long_turn * turn))
+                # The depth seen in b is depth_a * width_a / width_b.
                 estimates.append((float(np.log(depth_a * first.width / second.width / predicted[2])), width_error))
                 # Sideways, where both frames show the whole width: the centre of the mask's base against
-                # its projection; the rotation's share is exact, the translation's scales with the depth.
+                # its projection; the rotation's share is exact, the translation's scales with the depth,
+                # and the base's centre moves with half the width's change as the view turns.
                 projected = K @ predicted
                 rotated = K @ (moved[:3, :3] @ point)
                 shift = abs(projected[0] / projected[2] - rotated[0] / rotated[2])
-                sideways = (second.column - projected[0] / projected[2]) / float(
-                    np.hypot(edge * np.sqrt(2.0), settings.long_relative * shift))
+                sideways = (second.column - projected[0] / projected[2]) / float(np.sqrt(
+                    2.0 * edge**2 + (settings.long_relative * shift) ** 2
+                    + (settings.long_turn / 2.0 * turn * second.width) ** 2))
             if not estimates:
                 continue
             weights = np.array([1.0 / e**2 for _, e in estimates])

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shutil
 
 import cv2
@@ -348,6 +349,17 @@ def test_footprints_show_the_contact_and_the_width_only_where_they_are_in_view()
     assert prints[3].grounded and prints[3].width == 18.0 and prints[3].row == 25.0
     assert prints[5].grounded and prints[6].grounded and np.isnan(prints[5].width) and np.isnan(prints[6].width)
     assert not prints[4].grounded and np.isnan(prints[4].width)
+    # A car parked in front of another hides its lower right part: the far car's outline is cut where
+    # the near one stands, though not at its widest rows; neither width counts.
+    ids = np.zeros((40, 60), np.int32)
+    ids[10:20, 5:16] = 7
+    ids[14:26, 13:22] = 8
+    ids[14:26, 40:50] = 9     # 1 px of road between it and the next: within reach, neither width counts
+    ids[14:26, 51:58] = 10
+    prints = propose.footprints(ids)
+    assert np.isnan(prints[7].width) and np.isnan(prints[8].width)
+    assert np.isnan(prints[9].width) and np.isnan(prints[10].width)
+    assert propose.footprints(ids, reach=1)[9].width == 10.0
 
 
 def test_height_scaled_steps_measure_translation_in_camera_heights():
@@ -449,3 +461,33 @@ def test_long_baseline_cue_tells_a_car_keeping_pace_far_ahead_from_a_static_one(
     else:
         # Oncoming: nearer than a static box would be, a decisive vote.
         assert other.depth < 0.0 and other.score >= settings.long_vote
+
+
+def test_long_baseline_cue_allows_an_oblique_object_to_narrow_as_the_camera_turns():
+    """A camera standing at a junction and turning by 1 degree per frame; a parked car 20 camera heights
+    ahead whose side is seen at 15 degrees to the image: its image narrows with the cosine of that angle
+    as the view turns (8 % over 12 degrees), though its depth does not change. It stays static; the
+    same narrowing with a camera that does not turn is motion."""
+    K = np.array([[500.0, 0.0, 320.0], [0.0, 500.0, 120.0], [0.0, 0.0, 1.0]])
+    settings = propose.ProposalSettings()
+    normal = np.array([0.0, 1.0, 0.0])
+    point = np.array([-2.0, 1.0, 20.0])   # the contact, camera heights
+    face = math.radians(15.0)
+
+    def cue(yaw_per_frame: float):
+        step = np.eye(4)
+        step[:3, :3] = cv2.Rodrigues(np.array([0.0, yaw_per_frame, 0.0]))[0]
+        steps = {i: step for i in range(12)}
+        prints = {}
+        for i in range(13):
+            seen = np.linalg.matrix_power(step[:3, :3], i) @ point
+            x, y = K[0, 0] * seen[0] / seen[2] + K[0, 2], K[1, 1] * seen[1] / seen[2] + K[1, 2]
+            turned = abs(math.radians(1.0)) * i
+            width = 120.0 * math.cos(face + turned) / math.cos(face)
+            prints[i] = propose.Footprint(y, x, width, True)
+        return propose.long_baseline_cue(prints, steps, {i: normal for i in range(13)}, K, settings)
+
+    turning = cue(math.radians(1.0))
+    assert turning is not None and turning.score < settings.long_vote
+    still = cue(0.0)   # the camera does not turn: the narrowing is the car driving away
+    assert still is not None and still.score > settings.long_vote
