@@ -22,8 +22,8 @@ the focus of expansion is a quarter of a far object's flow. Far
 objects move by a fraction of a pixel per frame pair, under DIS's noise, so flow mode also has a
 long-baseline cue: the camera's motion chained over a track's frames (translation in camera heights,
 from the road plane, which is taken as one plane over the chained frames: the median of each frame
-pair's fit moved along the chain), its ground contact moved as if static from one frame into frames far later,
-against where its mask's bottom, width and base centre really are there; a far track that clearly
+pair's fit moved along the chain), its ground contact moved as if static from one frame into frames
+far later, against where its mask's bottom, width and base centre really are there; a far track that clearly
 departs from that prediction is moving whatever its per-pair scores say. An object that moves along
 its viewing ray far ahead at the camera's speed still differs from a static one by only a pixel or two
 over a short sequence. A track's per-frame scores (1 = the decision threshold) go through
@@ -430,10 +430,9 @@ def plausible_road(road: vf.RoadMotion, motion: np.ndarray) -> bool:
     essential matrix (`motion`, `MAX_ROAD_DISAGREEMENT`). Fits to a wall, or to a road whose flow DIS
     lost, tilt by tens of degrees."""
     t = road.motion[:3, 3]
-    speed = float(np.linalg.norm(t))
-    if speed < 1e-6 or road.normal[1] < np.cos(MAX_ROAD_TILT):
+    if np.linalg.norm(t) < 1e-6 or road.normal[1] < np.cos(MAX_ROAD_TILT):
         return False
-    return float(t @ motion[:3, 3]) / (speed * float(np.linalg.norm(motion[:3, 3]))) >= np.cos(MAX_ROAD_DISAGREEMENT)
+    return vf.cosine(t, motion[:3, 3]) >= np.cos(MAX_ROAD_DISAGREEMENT)
 
 
 def flow_only_cues(flow: np.ndarray, id_map: np.ndarray, masks: dict[int, np.ndarray], exclude: np.ndarray,
@@ -450,8 +449,8 @@ def flow_only_cues(flow: np.ndarray, id_map: np.ndarray, masks: dict[int, np.nda
     homography below the horizon (`vf.road_motion`, K from the calibration or a guess) when it is
     plausible (`plausible_road`), else from the essential matrix and a plane through the background
     points triangulated below the horizon; the object's depth comes from where it touches that plane. A
-    car driving ahead stays on its epipolar lines but not on this prediction. Each cue is divided by the error expected of it (`flow_cue_score`), which puts far
-    and near objects on one scale. With a camera that does not translate the background homography
+    car driving ahead stays on its epipolar lines but not on this prediction. Each cue is divided by the
+    error expected of it (`flow_cue_score`), which puts far and near objects on one scale. With a camera that does not translate the background homography
     explains every static point, and the residual to it is the measure. The road plane is fitted per
     frame: in units of the camera's motion per frame it changes whenever the car brakes or accelerates."""
     h, w = id_map.shape
@@ -475,7 +474,6 @@ def flow_only_cues(flow: np.ndarray, id_map: np.ndarray, masks: dict[int, np.nda
                 for track, mask in masks.items()}, suppressed, geometry
     sampson = vf.sampson_map(vf.fundamental_from_motion(K, motion), flow)
     road = vf.road_motion(flow, K, exclude, step=max(2, 2 * step // 3), reference=motion)
-    chained = True
     if road is not None and plausible_road(road, motion):
         # Plane plus parallax: the ground cue takes the road's own motion, under which a static object's
         # ground contact moves exactly as the road's flow beside it, while the essential matrix errs by
@@ -485,11 +483,11 @@ def flow_only_cues(flow: np.ndarray, id_map: np.ndarray, masks: dict[int, np.nda
         motion = road.motion.copy()
         motion[:3, 3] /= speed
         plane: tuple[np.ndarray, float] | None = (road.normal, 1.0 / speed)
+        geometry: CameraGeometry | None = CameraGeometry(motion, *plane)
     else:
         # No plausible road homography (DIS lost the road's flow, or the fit took a wall): the road plane
         # through the background points below the horizon, triangulated with the essential matrix. Its
         # scale differs from the road homography's, so the long-baseline cue does not chain this pair.
-        chained = False
         lower = exclude.copy()
         lower[: int(K[1, 2]) + 2] = True
         x0, x1 = vf.background_correspondences(flow, lower, step=max(2, step // 2))
@@ -502,7 +500,7 @@ def flow_only_cues(flow: np.ndarray, id_map: np.ndarray, masks: dict[int, np.nda
             # neither its epipolar lines nor its ground prediction can be trusted in this frame pair.
             return {}, suppressed, None
         plane = fitted[:2] if fitted is not None else None
-    geometry = CameraGeometry(motion, *plane) if chained and plane is not None else None  # see above
+        geometry = None
     if np.trace(motion[:3, :3]) < 1.0 + 2.0 * np.cos(MAX_TURN):
         # A camera all but stopped leaves the essential matrix's decomposition free to twist: no chaining.
         geometry = None
@@ -737,8 +735,7 @@ def long_baseline_cue(prints: dict[int, Footprint], steps: dict[int, np.ndarray]
                 # Width ~ 1 / depth for a face parallel to the image; an object seen at an angle widens or
                 # narrows as the direction it is seen from turns (the camera turning, or passing it) by
                 # the tangent of that angle per radian, at any depth: `long_turn`.
-                turn = float(np.arccos(np.clip(point @ predicted / (np.linalg.norm(point) * np.linalg.norm(predicted)),
-                                               -1.0, 1.0)))
+                turn = float(np.arccos(np.clip(vf.cosine(point, predicted), -1.0, 1.0)))
                 width_error = float(np.hypot(edge * np.sqrt(2.0) * np.hypot(1.0 / first.width, 1.0 / second.width),
                                              settings.long_turn * turn))
                 # The depth seen in b is depth_a * width_a / width_b.

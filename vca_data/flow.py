@@ -538,6 +538,11 @@ def fit_ground_plane(points: np.ndarray, relative_threshold: float = 0.02, itera
     return normal, offset, float(inliers.mean())
 
 
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    """Cosine of the angle between two vectors (0 when either is zero)."""
+    return float(np.dot(a, b)) / max(float(np.linalg.norm(a) * np.linalg.norm(b)), 1e-12)
+
+
 @dataclass
 class RoadMotion:
     """The camera's motion over a frame pair measured on the road, the plane n.X = 1 it drives on (camera
@@ -557,11 +562,12 @@ def road_motion(flow: np.ndarray, K: np.ndarray, exclude: np.ndarray | None = No
     decomposed with K into rotation, translation over the camera's height and the road's normal. Of the
     decomposition's solutions those are kept whose plane lies below the camera and in front of the
     road points; of them, given `reference` (a camera motion from the essential matrix), the one whose
-    translation points the same way, else the one with the most level road. Plane plus parallax: a point on the road (an object's ground contact) moves
-    exactly as the fitted homography says, whatever the error of the decomposition, which only scales
-    the parallax of points above the road. None when the road gives too few points or no valid solution.
-    Where DIS loses the road (the nearest rows of a smooth road move by tens of pixels) the fit may go
-    wrong: check it (the annotator takes it only when its plane is level under the camera)."""
+    translation points the same way, else the one with the most level road. Plane plus parallax: a
+    point on the road (an object's ground contact) moves exactly as the fitted homography says,
+    whatever the error of the decomposition, which only scales the parallax of points above the road.
+    None when the road gives too few points or no valid solution. Where DIS loses the road (the nearest
+    rows of a smooth road move by tens of pixels) the fit may go wrong: check it (the annotator takes it
+    only when its plane is level under the camera)."""
     K = _check_intrinsics(K)
     flow = _check_flow(flow)
     h = flow.shape[0]
@@ -582,9 +588,8 @@ def road_motion(flow: np.ndarray, K: np.ndarray, exclude: np.ndarray | None = No
         # The road lies below the camera (n along +y) and every road point in front of it (n.ray > 0).
         if n[1] <= 0 or np.mean(n @ rays > 0) < 0.9:
             continue
-        agreement = float(n[1])   # without a reference: the most level road
-        if reference is not None:
-            agreement = float(t @ reference[:3, 3]) / max(float(np.linalg.norm(t) * np.linalg.norm(reference[:3, 3])), 1e-12)
+        # Along the reference's translation, or without one the most level road.
+        agreement = cosine(t, reference[:3, 3]) if reference is not None else float(n[1])
         if agreement > best_agreement:
             best, best_agreement = (R, t, n), agreement
     if best is None:
