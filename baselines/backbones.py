@@ -205,3 +205,58 @@ def merge_levels(levels: list[torch.Tensor]) -> torch.Tensor:
     for level in levels[1:]:
         merged = merged + F.interpolate(level, size=size, mode="bilinear", align_corners=False)
     return merged
+
+
+SECOND_STREAMS = {"depth": 1, None: 0}
+
+
+class DenseFeatures(nn.Module):
+    """The dense baselines' shared body: a ResNet on RGB, or a two-stream ResNet on RGB + depth when
+    `second_stream` is 'depth' (metres clamped at `depth_max` and mapped to [0, 1], so the far values
+    and the sky saturate instead of dominating the stream's scale), and an FPN over its four stages.
+    `forward(batch) -> (stages C2..C5, pyramid P2..P5)`."""
+
+    def __init__(self, backbone: str = "resnet50", weights: str | Path | None = None, norm: str = "frozen_bn",
+                 second_stream: str | None = "depth", depth_max: float = 100.0, fpn_channels: int = 256):
+        super().__init__()
+        if second_stream not in SECOND_STREAMS:
+            raise ValueError(f"second_stream must be 'depth' or None, got {second_stream!r}")
+        if depth_max <= 0:
+            raise ValueError(f"depth_max must be positive, got {depth_max}")
+        self.second_stream = second_stream
+        self.depth_max = float(depth_max)
+        if second_stream is None:
+            self.backbone = ResNetFeatures(resnet(backbone, weights, 3, norm), backbone)
+        else:
+            self.backbone = TwoStreamBackbone(backbone, weights, SECOND_STREAMS[second_stream], norm)
+        self.fpn = FPN(self.backbone.channels, fpn_channels)
+
+    @property
+    def input_keys(self) -> tuple[str, ...]:
+        return ("image",) if self.second_stream is None else ("image", self.second_stream)
+
+    def forward(self, batch: dict) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        image = batch["image"]
+        if self.second_stream is None:
+            stages = self.backbone(image)
+        else:
+            if self.second_stream not in batch:
+                raise KeyError(f"the model takes a {self.second_stream!r} input and the batch has none")
+            depth = batch["depth"].clamp(0, self.depth_max) / self.depth_max
+            stages = self.backbone(image, depth)
+        return stages, self.fpn(stages)
+
+
+def validate_body(m: dict, source: str) -> None:
+    """Checks of the DenseFeatures keys of a config's model section (backbone, norm, second stream,
+    depth_max, fpn_channels)."""
+    from baselines.spec import ConfigError
+
+    if m["backbone"] not in RESNETS:
+        raise ConfigError(f"{source}: model.backbone must be one of {sorted(RESNETS)}, got {m['backbone']!r}")
+    if m["norm"] not in NORMS:
+        raise ConfigError(f"{source}: model.norm must be one of {', '.join(NORMS)}, got {m['norm']!r}")
+    if m["second_stream"] not in SECOND_STREAMS:
+        raise ConfigError(f"{source}: model.second_stream must be depth or null, got {m['second_stream']!r}")
+    if m["depth_max"] <= 0 or m["fpn_channels"] < 1:
+        raise ConfigError(f"{source}: model.depth_max must be positive and model.fpn_channels at least 1")

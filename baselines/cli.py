@@ -1,6 +1,6 @@
 """vca-baseline: train, evaluate and apply the open-set baselines of the VCA benchmark.
 
-  vca-baseline train --model prototype|prototype-cl --data DATA --out RUN [--config paper|tiny|YAML]
+  vca-baseline train --model prototype|prototype-cl|segmenter --data DATA --out RUN [--config paper|tiny|YAML]
                      [--resume] [--set key=value ...]
   vca-baseline eval RUN --data DATA [--split test] [--checkpoint PATH]
   vca-baseline predict RUN IMAGES... --out DIR [--checkpoint PATH]
@@ -17,7 +17,8 @@ from pathlib import Path
 
 from baselines.backbones import WeightsError
 from baselines.config import MODEL_NAMES, ConfigError, build_config, config_dir
-from baselines.engine import RunError
+from baselines.registry import spec_of
+from baselines.runs import RunError
 from vca_data.metrics import cli as metrics_cli
 
 EPILOG = """\
@@ -51,7 +52,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise ConfigError("--model is required for a new run")
         cfg = build_config(args.config or "paper", args.set, model=args.model)
     try:
-        summary = train(cfg, run, args.data, resume=args.resume, progress=not args.quiet)
+        summary = train(cfg, run, args.data, resume=args.resume, progress=not args.quiet, log_line=print)
     except TrainingDiverged as e:
         print(f"vca-baseline train: {e}", file=sys.stderr)
         return 1
@@ -66,21 +67,23 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"({summary.images_per_s:.1f} img/s, {summary.data_wait_share:.0%} waiting for data), "
             f"final loss {summary.final_loss:.4f}; run in {run} (checkpoint {summary.checkpoint.name if summary.checkpoint else '-'})"
         )
+        if cfg["train"]["tensorboard"]:
+            print(f"curves and prediction panels: tensorboard --logdir {run}")
     if dist.is_initialized():
         dist.destroy_process_group()
     return 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from baselines.evaluate import evaluate_run, results_table
+    from baselines.evaluate import evaluate_run
 
     t0 = time.perf_counter()
     result = evaluate_run(args.run, args.data, split=args.split, checkpoint=args.checkpoint, device=args.device,
                           progress=not args.quiet, save_dir=args.save_predictions)
     title = f"{result['model']} at step {result['step']} on {result['split']} split of {args.data}"
-    print(results_table(result, title=title))
-    o = result["overall"]
-    print(f"mIoU {o['miou'] * 100:.1f}, CA-IoU {o['ca_iou'] * 100:.1f} on {o['images']} images in "
+    print(spec_of(result["model"]).table(result, title=title))
+    headline = ", ".join(f"{k} {v * 100:.1f}" for k, v in result["headline"].items())
+    print(f"{headline} on {result['images']} images in "
           f"{time.perf_counter() - t0:.0f} s; results in {Path(args.run) / 'metrics.json'}"
           + (f"; predictions in {args.save_predictions}" if args.save_predictions else ""))
     return 0
@@ -90,9 +93,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from baselines.evaluate import predict
 
     written = predict(args.run, args.images, args.out, checkpoint=args.checkpoint, device=args.device,
-                      progress=not args.quiet)
-    print(f"wrote {len(written) // 4} predictions to {args.out}: *_labelTrainIds.png (train ids, 254 unknown), "
-          "*_unknownScore.npy (unknown probability) and colour previews *_semantic.png, *_unknown.png")
+                      progress=not args.quiet, frames=args.frames, panel=args.panel, sheet=args.sheet)
+    count = sum(1 for p in written if p.name.endswith("_labelTrainIds.png"))
+    print(f"wrote {count} predictions to {args.out}: *_labelTrainIds.png (train ids, 254 unknown), "
+          "*_unknownScore.npy (unknown probability) and colour previews *_semantic.png, *_unknown.png"
+          + (", panels *_panel.png (RGB | truth | prediction | unknown probability)" if args.panel else "")
+          + (f"; all panels in {args.sheet}" if args.sheet else ""))
     return 0
 
 
@@ -141,6 +147,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--checkpoint", type=Path, default=None)
     p.add_argument("--device", default=None)
+    p.add_argument("--frames", default=None, metavar="middle|I,J,...",
+                   help="episode frames to predict: 'middle' or comma-separated indices (default: every frame)")
+    p.add_argument("--panel", action="store_true",
+                   help="also write <name>_panel.png: RGB | ground truth (from episodes) | prediction | unknown "
+                        "probability (inferno: black 0, yellow 1)")
+    p.add_argument("--sheet", type=Path, default=None, metavar="PNG",
+                   help="stack every frame's panel into this one picture")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_predict)
 

@@ -10,30 +10,15 @@ from pathlib import Path
 
 import yaml
 
+from baselines.registry import MODELS
+from baselines.spec import ConfigError
 from vca_data.io import atomic_write_text
-from vca_data.labels import NUM_TRAIN_CLASSES, SCENARIOS, SPLITS
-
-MODEL_NAMES = ("prototype", "prototype-cl")
+from vca_data.labels import SCENARIOS, SPLITS
 
 # Every key a configuration may hold, with its default; a file or override naming any other key is an
-# error, so a typo cannot silently fall back to a default.
-DEFAULTS: dict = {
-    "model": {
-        "name": "prototype",
-        "num_classes": NUM_TRAIN_CLASSES,
-        "backbone": "resnet50",
-        "weights": "imagenet",       # imagenet | null | path to a state dict
-        "norm": "frozen_bn",         # bn | frozen_bn | gn
-        "second_stream": "depth",    # depth | null (RGB only)
-        "depth_max": 100.0,          # metres mapped to 1 in the depth stream; farther saturates
-        "fpn_channels": 256,
-        "head_channels": 256,
-        "embed_dim": 256,
-        "num_convs": 4,
-        "eps": 1.0,
-        "unknown_weight": 1.0,       # cross-entropy weight of unknown pixels; 1 = the paper
-        "contrastive": {"proj_dim": 128, "temperature": 0.07, "weight": 0.1, "per_class": 64},
-    },
+# error, so a typo cannot silently fall back to a default. The `model` section (and extra `data` keys)
+# come from the model family's ModelSpec (baselines.registry); these are the keys every family shares.
+COMMON: dict = {
     "data": {
         "train_split": "train",
         "eval_split": "test",
@@ -66,6 +51,11 @@ DEFAULTS: dict = {
         "keep_checkpoints": 2,
         "eval_every": 0,             # evaluate every k steps on data.eval_split, 0 = only at the end
         "eval_max_images": 200,      # images of a periodic evaluation (the final one uses all)
+        "optimizer": "sgd",          # sgd (the papers) | adamw
+        "schedule": "step",          # step: lr_gamma at milestones | poly: (1 - step/total) ** poly_power
+        "poly_power": 0.9,
+        "tensorboard": True,         # TensorBoard event files in RUN/tensorboard beside log.csv
+        "panels": 3,                 # prediction panels written to TensorBoard at each evaluation
     },
     "eval": {
         "resize": None,              # [height, width], null = native size
@@ -75,15 +65,25 @@ DEFAULTS: dict = {
     },
 }
 
-# Keys whose value may be null although the default is not (or the reverse).
-NULLABLE = {
-    "model.weights", "model.second_stream", "data.scenarios", "data.resize", "train.epochs", "train.iters",
-    "eval.resize",
-}
+# Keys whose value may be null although the default is not (or the reverse); a family adds its own.
+NULLABLE = {"data.scenarios", "data.resize", "train.epochs", "train.iters", "eval.resize"}
+MODEL_NAMES = tuple(MODELS)
+SCHEDULES, OPTIMIZERS = ("step", "poly"), ("sgd", "adamw")
 
 
-class ConfigError(ValueError):
-    """A configuration file or override is invalid; the message names the source and the key."""
+def schema(name: str) -> dict:
+    """The full defaults of a config for model family `name`."""
+    if name not in MODELS:
+        raise ConfigError(f"model.name must be one of {list(MODELS)}, got {name!r}")
+    spec = MODELS[name]
+    out = copy.deepcopy(COMMON)
+    out["model"] = {"name": name, **copy.deepcopy(spec.model_defaults)}
+    out["data"].update(copy.deepcopy(spec.data_defaults))
+    return out
+
+
+#: The defaults of the prototype family (what most tools start from).
+DEFAULTS: dict = schema("prototype")
 
 
 def config_dir() -> Path:
@@ -134,19 +134,45 @@ def merge(base: dict, update: dict, source: str, prefix: str = "") -> dict:
     return out
 
 
-def load_config(name_or_path: str | Path = "paper", _seen: tuple[Path, ...] = ()) -> dict:
-    """Defaults, then the file's `base` chain, then the file itself; not yet validated."""
+def _chain(name_or_path: str | Path, seen: tuple[Path, ...] = ()) -> list[tuple[str, dict]]:
+    """(source, document) of a config file and its `base` chain, the base first."""
     path = resolve_config_path(name_or_path)
-    if path.resolve() in _seen:
+    if path.resolve() in seen:
         raise ConfigError(f"{path}: 'base' chain loops back to itself")
     doc = _read_yaml(path)
     base_name = doc.pop("base", None)
-    if base_name is not None:
-        base_ref = base_name if (config_dir() / f"{base_name}.yaml").is_file() else path.parent / str(base_name)
-        base = load_config(base_ref, _seen + (path.resolve(),))
-    else:
-        base = copy.deepcopy(DEFAULTS)
-    return merge(base, doc, str(path))
+    if base_name is None:
+        return [(str(path), doc)]
+    base_ref = base_name if (config_dir() / f"{base_name}.yaml").is_file() else path.parent / str(base_name)
+    return _chain(base_ref, seen + (path.resolve(),)) + [(str(path), doc)]
+
+
+def _named_model(docs: list[tuple[str, dict]]) -> tuple[str, str] | None:
+    """(source, model name) of the last document of the chain that names its model."""
+    for source, doc in reversed(docs):
+        model = doc.get("model")
+        if isinstance(model, dict) and "name" in model:
+            return source, model["name"]
+    return None
+
+
+def load_config(name_or_path: str | Path = "paper", model: str | None = None) -> dict:
+    """The family's defaults, then the file's `base` chain, then the file itself; not yet validated.
+    The family is `model`, else the model the files name, else the prototype model. A file written for
+    a family with other keys (sleeg-tiny for --model prototype) is refused by name."""
+    docs = _chain(name_or_path)
+    named = _named_model(docs)
+    family = model or (named[1] if named else "prototype")
+    if family not in MODELS:
+        raise ConfigError(f"model.name must be one of {list(MODELS)}, got {family!r}")
+    if named and named[1] in MODELS and MODELS[named[1]].model_defaults is not MODELS[family].model_defaults:
+        raise ConfigError(f"{named[0]}: a config for model {named[1]!r}, not {family!r}; pick a config of that "
+                          f"model (packaged: {', '.join(sorted(p.stem for p in config_dir().glob('*.yaml')))})")
+    cfg = schema(family)
+    for source, doc in docs:
+        cfg = merge(cfg, doc, source)
+    cfg["model"]["name"] = family
+    return cfg
 
 
 def apply_overrides(cfg: dict, overrides: list[str]) -> dict:
@@ -159,11 +185,21 @@ def apply_overrides(cfg: dict, overrides: list[str]) -> dict:
             value = yaml.safe_load(raw)
         except yaml.YAMLError:
             raise ConfigError(f"--set {item!r}: the value is not valid YAML") from None
+        if isinstance(value, str):
+            value = _number(value)
         update: dict = value
         for part in reversed(key.strip().split(".")):
             update = {part: update}
         cfg = merge(cfg, update, f"--set {item}")
     return cfg
+
+
+def _number(text: str):
+    """`text` as a float when Python's float() reads it (YAML 1.1 reads 1e-10 as a string), else as is."""
+    try:
+        return float(text)
+    except ValueError:
+        return text
 
 
 def _check_type(value: object, default: object, key: str, source: str) -> None:
@@ -194,32 +230,37 @@ def _size(value: object, key: str, source: str) -> None:
         raise ConfigError(f"{source}: {key} must be [height, width] with positive integers, got {value!r}")
 
 
+def _check_section(values: dict, defaults: dict, prefix: str, nullable: set, source: str) -> None:
+    for key, default in defaults.items():
+        name = f"{prefix}.{key}"
+        value = values[key]
+        if isinstance(default, dict):
+            _check_section(value, default, name, nullable, source)
+            continue
+        if isinstance(default, float) and isinstance(value, str):
+            value = values[key] = _number(value)
+        if value is None and name in nullable:
+            continue
+        _check_type(value, default, name, source)
+        if isinstance(default, float) and value is not None:
+            values[key] = float(value)
+
+
 def validate(cfg: dict, source: str = "config") -> dict:
-    """Check every value's type and range; returns `cfg` (float fields as floats)."""
-    for section, fields in DEFAULTS.items():
-        for key, default in fields.items():
-            value = cfg[section][key]
-            if key == "contrastive":
-                for sub, sub_default in default.items():
-                    _check_type(value[sub], sub_default, f"{section}.{key}.{sub}", source)
-                continue
-            _check_type(value, default, f"{section}.{key}", source)
-            if isinstance(default, float) and value is not None:
-                cfg[section][key] = float(value)
-    m, d, t, e = cfg["model"], cfg["data"], cfg["train"], cfg["eval"]
-    if m["name"] not in MODEL_NAMES:
-        raise ConfigError(f"{source}: model.name must be one of {list(MODEL_NAMES)}, got {m['name']!r}")
-    if m["backbone"] not in ("resnet18", "resnet50"):
-        raise ConfigError(f"{source}: model.backbone must be resnet18 or resnet50, got {m['backbone']!r}")
-    if m["norm"] not in ("bn", "frozen_bn", "gn"):
-        raise ConfigError(f"{source}: model.norm must be bn, frozen_bn or gn, got {m['norm']!r}")
-    if m["second_stream"] not in ("depth", None):
-        raise ConfigError(f"{source}: model.second_stream must be depth or null, got {m['second_stream']!r}")
-    if m["contrastive"]["temperature"] <= 0 or m["contrastive"]["per_class"] < 2:
-        raise ConfigError(f"{source}: model.contrastive needs temperature > 0 and per_class >= 2")
-    for key in ("num_classes", "fpn_channels", "head_channels", "embed_dim", "num_convs"):
-        if m[key] < 1:
-            raise ConfigError(f"{source}: model.{key} must be at least 1, got {m[key]}")
+    """Check every value's type and range, the common sections here and the model family's own keys
+    with its ModelSpec.validate; returns `cfg` (float fields as floats)."""
+    name = cfg.get("model", {}).get("name")
+    if name not in MODELS:
+        raise ConfigError(f"{source}: model.name must be one of {list(MODELS)}, got {name!r}")
+    spec = MODELS[name]
+    defaults = schema(name)
+    if set(cfg["model"]) != set(defaults["model"]):
+        raise ConfigError(f"{source}: model {name!r} takes the keys {sorted(defaults['model'])}; choose the model "
+                          "with --model (or a config made for it), not with --set model.name")
+    nullable = NULLABLE | {f"model.{k}" for k in spec.nullable}
+    for section, fields in defaults.items():
+        _check_section(cfg[section], fields, section, nullable, source)
+    d, t, e = cfg["data"], cfg["train"], cfg["eval"]
     for key in ("train_split", "eval_split"):
         if d[key] not in SPLITS:
             raise ConfigError(f"{source}: data.{key} must be one of {list(SPLITS)}, got {d[key]!r}")
@@ -249,14 +290,19 @@ def validate(cfg: dict, source: str = "config") -> dict:
             raise ConfigError(f"{source}: train.{key} must not be negative, got {t[key]}")
     if e["batch_size"] < 1 or e["frame_step"] < 1 or e["workers"] < 0:
         raise ConfigError(f"{source}: eval.batch_size and eval.frame_step must be >= 1, eval.workers >= 0")
+    if t["optimizer"] not in OPTIMIZERS or t["schedule"] not in SCHEDULES:
+        raise ConfigError(f"{source}: train.optimizer must be one of {list(OPTIMIZERS)} and train.schedule one of "
+                          f"{list(SCHEDULES)}, got {t['optimizer']!r}, {t['schedule']!r}")
+    if t["panels"] < 0 or t["poly_power"] <= 0:
+        raise ConfigError(f"{source}: train.panels must not be negative and train.poly_power must be positive")
+    if spec.validate is not None:
+        spec.validate(cfg, source)
     return cfg
 
 
 def build_config(config: str | Path = "paper", overrides: list[str] | None = None, model: str | None = None) -> dict:
     """Load `config` (name or path), set model.name, apply overrides, validate."""
-    cfg = load_config(config)
-    if model is not None:
-        cfg["model"]["name"] = model
+    cfg = load_config(config, model)
     cfg = apply_overrides(cfg, overrides or [])
     return validate(cfg, str(config))
 
@@ -271,4 +317,8 @@ def read_run_config(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such file (is {path.parent} a run folder made by 'vca-baseline train'?)")
-    return validate(merge(DEFAULTS, _read_yaml(path), str(path)), str(path))
+    doc = _read_yaml(path)
+    name = doc.get("model", {}).get("name", "prototype") if isinstance(doc.get("model"), dict) else "prototype"
+    if name not in MODELS:
+        raise ConfigError(f"{path}: model.name must be one of {list(MODELS)}, got {name!r}")
+    return validate(merge(schema(name), doc, str(path)), str(path))

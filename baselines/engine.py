@@ -9,8 +9,10 @@ function of (seed, epoch, index) only (independent of workers), and the random d
 come from a generator seeded by (seed, step, rank). The global RNG states (python, numpy, torch, CUDA)
 of every rank are saved as well, for anything else that draws from them.
 
-A model is an nn.Module with `forward(batch) -> outputs`, `loss(outputs, batch, generator) -> dict`
-('loss' plus named terms), `predict(batch) -> dict` and `input_keys`; MODELS maps names to builders.
+A model family declares what it is built from, the data it reads and how it is evaluated in a
+ModelSpec (baselines.spec; the families are listed in baselines.registry), so the one loop here trains
+every baseline. Runs log to RUN/log.csv and to TensorBoard event files in RUN/tensorboard (loss terms,
+lr, images/s, data wait, evaluation metrics and prediction panels).
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ import json
 import math
 import os
 import random
-import re
 import signal
 import threading
 import time
@@ -38,18 +39,24 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
 from baselines.config import read_run_config, save_config
-from baselines.models.prototype import prototype, prototype_cl
-from vca_data.datasets import OpenSetDataset
+from baselines.registry import MODELS, build_model, spec_of
+from baselines.runs import (
+    RunError,
+    latest_checkpoint,
+    load_checkpoint,
+    load_run,
+    load_run_model,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from vca_data.io import atomic_path, atomic_write_json
-from vca_data.transforms import Compose, RandomCrop, RandomHorizontalFlip, RandomScale, Resize
 
-MODELS: dict[str, Callable[..., nn.Module]] = {"prototype": prototype, "prototype-cl": prototype_cl}
-CHECKPOINT_RE = re.compile(r"^step_(\d+)\.pt$")
+__all__ = [
+    "MODELS", "RunError", "TrainingDiverged", "build_model", "latest_checkpoint", "load_checkpoint", "load_run",
+    "load_run_model", "save_checkpoint", "train",
+]
 LOG_FIELDS = ("step", "epoch", "lr", "loss", "terms", "images_per_s", "data_wait", "elapsed_s")
-
-
-class RunError(RuntimeError):
-    """The run folder cannot be used as asked (missing, or already holding a run); names the folder."""
 
 
 class TrainingDiverged(RuntimeError):
@@ -86,15 +93,6 @@ def setup_distributed(device: str | None = None) -> DistInfo:
     return DistInfo(rank, world, local_rank, device)
 
 
-def build_model(cfg: dict) -> nn.Module:
-    """The model named by cfg['model']['name'], built from the other model settings."""
-    settings = dict(cfg["model"])
-    name = settings.pop("name")
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
-    return MODELS[name](**settings)
-
-
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -104,26 +102,6 @@ def seed_everything(seed: int) -> None:
 def derived_seed(*parts: int) -> int:
     """A 63-bit seed mixed from integers (numpy's SeedSequence), so nearby inputs give unrelated seeds."""
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(2, np.uint64)[0] >> np.uint64(1))
-
-
-def train_transform(cfg: dict) -> Compose:
-    """Geometric augmentation over numpy samples (the dataset converts to tensors after it): optional
-    resize, random scale, flip, crop."""
-    d = cfg["data"]
-    steps: list = []
-    if d["resize"] is not None:
-        steps.append(Resize(*d["resize"]))
-    steps += [
-        RandomScale(d["min_scale"], d["max_scale"]),
-        RandomHorizontalFlip(0.5 if d["flip"] else 0.0),
-        RandomCrop(*d["crop"]),
-    ]
-    return Compose(steps)
-
-
-def eval_transform(cfg: dict) -> Compose | None:
-    size = cfg["eval"]["resize"]
-    return Compose([Resize(*size)]) if size is not None else None
 
 
 class ResumableSampler(DistributedSampler):
@@ -154,10 +132,11 @@ def _ignore_sigint(worker_id: int) -> None:
 
 
 class EpochSeededDataset(Dataset):
-    """Wraps an OpenSetDataset so that sample (seed, index) is augmented from default_rng((seed, index)):
-    the same augmentation for a given epoch and frame in any worker, different across epochs."""
+    """Wraps a family's training dataset so that sample (seed, index) is augmented from
+    default_rng((seed, index)): the same augmentation for a given epoch and frame in any worker,
+    different across epochs."""
 
-    def __init__(self, base: OpenSetDataset):
+    def __init__(self, base: Dataset):
         self.base = base
 
     def __len__(self) -> int:
@@ -169,103 +148,50 @@ class EpochSeededDataset(Dataset):
         return self.base[index]
 
 
-def move_to(batch: dict, device: torch.device) -> dict:
-    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+def move_to(batch, device: torch.device):
+    """The batch with every tensor in it (at any depth of dicts, lists and tuples) on `device`."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: move_to(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(move_to(v, device) for v in batch)
+    return batch
 
 
-def lr_factor(step: int, milestones: list[int], gamma: float, warmup_iters: int, warmup_factor: float) -> float:
-    """Step schedule with linear warm-up: gamma ** (milestones passed) times the warm-up ramp."""
-    factor = gamma ** bisect.bisect_right(milestones, step)
+def lr_factor(step: int, milestones: list[int], gamma: float, warmup_iters: int, warmup_factor: float,
+              schedule: str = "step", total: int | None = None, power: float = 0.9) -> float:
+    """Learning-rate factor at `step`: the step schedule (gamma ** milestones passed) or the poly
+    schedule ((1 - step / total) ** power, SLEEG's code), times the linear warm-up ramp."""
+    if schedule == "poly":
+        factor = max(0.0, 1.0 - step / max(total or 1, 1)) ** power
+    else:
+        factor = gamma ** bisect.bisect_right(milestones, step)
     if step < warmup_iters:
         alpha = step / warmup_iters
         factor *= warmup_factor * (1 - alpha) + alpha
     return factor
 
 
-# ---------------------------------------------------------------------------------------------
-# Run folder and checkpoints
-# ---------------------------------------------------------------------------------------------
+class TensorBoard:
+    """RUN/tensorboard event files (torch's SummaryWriter; `tensorboard --logdir RUN` reads them). On
+    resume, events after the resumed step are hidden by TensorBoard's purge_step, so the curves match
+    the run."""
 
-def checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
-    """(step, path) of the run's checkpoints, oldest first."""
-    folder = Path(run_dir) / "checkpoints"
-    found = []
-    for p in folder.glob("step_*.pt") if folder.is_dir() else []:
-        m = CHECKPOINT_RE.match(p.name)
-        if m:
-            found.append((int(m.group(1)), p))
-    return sorted(found)
+    def __init__(self, folder: Path, resumed_step: int | None):
+        from torch.utils.tensorboard import SummaryWriter
 
+        self.writer = SummaryWriter(str(folder), purge_step=resumed_step + 1 if resumed_step else None)
 
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    found = checkpoints(run_dir)
-    return found[-1][1] if found else None
+    def scalars(self, step: int, values: dict[str, float]) -> None:
+        for tag, value in values.items():
+            self.writer.add_scalar(tag, value, step)
 
+    def image(self, tag: str, picture: np.ndarray, step: int) -> None:
+        self.writer.add_image(tag, picture, step, dataformats="HWC")
 
-def rng_state() -> dict:
-    np_state = np.random.get_state()
-    state = {
-        "python": random.getstate(),
-        "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    version, *rest = state["python"]
-    random.setstate((version, tuple(rest[0]), rest[1]))
-    kind, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def save_checkpoint(run_dir: Path, state: dict, keep: int) -> Path:
-    """Write checkpoints/step_NNNNNNN.pt atomically and drop all but the newest `keep`."""
-    path = Path(run_dir) / "checkpoints" / f"step_{state['step']:07d}.pt"
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
-    for _, old in checkpoints(run_dir)[:-keep]:
-        old.unlink(missing_ok=True)
-    return path
-
-
-def load_checkpoint(path: Path) -> dict:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated or foreign files raise several exception types
-        raise RunError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from None
-
-
-def load_run(
-    run_dir: str | Path, checkpoint: str | Path | None = None, device: torch.device | str = "cpu"
-) -> tuple[dict, nn.Module, int]:
-    """(config, model in eval mode on `device`, step) from a run folder and its newest (or the given)
-    checkpoint."""
-    run_dir = Path(run_dir)
-    cfg = read_run_config(run_dir / "config.yaml")
-    path = Path(checkpoint) if checkpoint is not None else latest_checkpoint(run_dir)
-    if path is None:
-        raise RunError(f"{run_dir}: no checkpoint in {run_dir / 'checkpoints'}")
-    state = load_checkpoint(path)
-    if state.get("model_name", cfg["model"]["name"]) != cfg["model"]["name"]:
-        raise RunError(f"{path}: checkpoint of model {state['model_name']!r}, config says {cfg['model']['name']!r}")
-    # the weights come from the checkpoint: do not look for ImageNet files when rebuilding
-    cfg_build = {**cfg, "model": {**cfg["model"], "weights": None}}
-    model = build_model(cfg_build)
-    model.load_state_dict(state["model"])
-    return cfg, model.to(device).eval(), int(state["step"])
-
-
-def load_run_model(run_dir: str | Path, checkpoint: str | Path | None = None,
-                   device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
-    """(model in eval mode, config) of a run: what `analysis` takes backbones from."""
-    cfg, model, _ = load_run(run_dir, checkpoint, device)
-    return model, cfg
+    def close(self) -> None:
+        self.writer.close()
 
 
 class CsvLog:
@@ -343,14 +269,14 @@ def train(
     stop_at: int | None = None,
     progress: bool = True,
     device: str | None = None,
+    log_line: Callable[[str], None] | None = None,
 ) -> TrainSummary:
     """Train cfg's model on data_dir's training split into run_dir; with `resume`, continue the run
     from its newest checkpoint exactly where it stopped. `stop_at` ends (with a checkpoint) after that
     many steps without changing the schedule, as an interruption would. `device` 'cpu' keeps a
     GPU machine's run on the CPU. Raises TrainingDiverged on a non-finite loss, keeping the last
-    checkpoint."""
-    from baselines.evaluate import evaluate
-
+    checkpoint. `log_line` receives the lines that describe the run before it starts (the data it
+    reads), on the main process."""
     info = setup_distributed(device)
     run_dir = Path(run_dir)
     t_cfg, d_cfg = cfg["train"], cfg["data"]
@@ -364,21 +290,19 @@ def train(
         torch.set_num_threads(int(t_cfg["threads"]))
     seed = int(t_cfg["seed"])
     seed_everything(seed)  # identical initial weights on every rank
+    spec = spec_of(cfg["model"]["name"])
     model = build_model(cfg).to(info.device)
     use_amp = bool(t_cfg["amp"]) and info.device.type == "cuda"
     if info.world_size > 1 and info.device.type == "cuda" and cfg["model"].get("norm") == "bn":
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
 
-    train_set = OpenSetDataset(
-        data_dir, split=d_cfg["train_split"], scenarios=d_cfg["scenarios"], transform=train_transform(cfg),
-        frame_step=d_cfg["frame_step"], seed=0,
-    )
+    train_set = spec.datasets(cfg, Path(data_dir), d_cfg["train_split"], True)
     eval_set = None
-    if t_cfg["eval_every"]:
-        eval_set = OpenSetDataset(
-            data_dir, split=d_cfg["eval_split"], scenarios=d_cfg["scenarios"], transform=eval_transform(cfg),
-            frame_step=cfg["eval"]["frame_step"],
-        )
+    if t_cfg["eval_every"] or t_cfg["panels"]:
+        eval_set = spec.datasets(cfg, Path(data_dir), d_cfg["eval_split"], False)
+    if info.is_main and log_line is not None and spec.describe is not None:
+        for line in spec.describe(cfg, data_dir):
+            log_line(line)
     if info.is_main:  # only once model and data were found, so a failed start leaves no half run folder
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.yaml")
@@ -396,11 +320,17 @@ def train(
         total = int(t_cfg["epochs"]) * steps_per_epoch
         milestones = [m * steps_per_epoch for m in t_cfg["milestones"]]
 
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(params, lr=t_cfg["lr"], momentum=t_cfg["momentum"], weight_decay=t_cfg["weight_decay"])
+    params = [p for p in (spec.trainable(model) if spec.trainable else model.parameters()) if p.requires_grad]
+    if not params:
+        raise RunError(f"model {cfg['model']['name']!r} has no parameter to train with this config")
+    if t_cfg["optimizer"] == "adamw":
+        optimizer = torch.optim.AdamW(params, lr=t_cfg["lr"], weight_decay=t_cfg["weight_decay"])
+    else:
+        optimizer = torch.optim.SGD(params, lr=t_cfg["lr"], momentum=t_cfg["momentum"], weight_decay=t_cfg["weight_decay"])
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
-        lambda s: lr_factor(s, milestones, t_cfg["lr_gamma"], t_cfg["warmup_iters"], t_cfg["warmup_factor"]),
+        lambda s: lr_factor(s, milestones, t_cfg["lr_gamma"], t_cfg["warmup_iters"], t_cfg["warmup_factor"],
+                            t_cfg["schedule"], total, t_cfg["poly_power"]),
     )
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
@@ -419,6 +349,7 @@ def train(
         model = DistributedDataParallel(core, device_ids=[info.device.index] if info.device.type == "cuda" else None)
 
     log = CsvLog(run_dir / "log.csv", LOG_FIELDS, step if resume else None) if info.is_main else None
+    board = TensorBoard(run_dir / "tensorboard", step if resume else None) if info.is_main and t_cfg["tensorboard"] else None
     history = _metrics_history(run_dir, step if resume else None)
     last_ckpt = latest
     losses: list[float] = []
@@ -433,6 +364,7 @@ def train(
     loader = DataLoader(
         EpochSeededDataset(train_set), batch_size=batch_size, sampler=sampler, num_workers=d_cfg["workers"],
         drop_last=True, pin_memory=info.device.type == "cuda", persistent_workers=d_cfg["workers"] > 0,
+        collate_fn=spec.collate,
         generator=torch.Generator().manual_seed(seed), worker_init_fn=_ignore_sigint,
     )
     # Ctrl-C in a single-process run: finish the step, write a checkpoint, stop (a second Ctrl-C aborts)
@@ -458,6 +390,7 @@ def train(
                 wait_s += waited
                 window["wait"] += waited
                 batch = move_to(batch, info.device)
+                core.current_step = step
                 with torch.autocast(info.device.type, enabled=use_amp):
                     outputs = model(batch)
                 terms = core.loss(outputs, batch, torch.Generator().manual_seed(derived_seed(seed, step, info.rank)))
@@ -497,6 +430,11 @@ def train(
                             "images_per_s": f"{speed:.3f}", "data_wait": f"{share:.4f}",
                             "elapsed_s": f"{now - t_start:.2f}",
                         })
+                    if board is not None:
+                        board.scalars(step, {"loss/total": loss_value, "lr": lr_used, "speed/images_per_s": speed,
+                                             "speed/data_wait_share": share,
+                                             **{f"loss/{k}": float(v) for k, v in zip(names, values, strict=True)
+                                                if k != "loss"}})
                     window = {"t": now, "images": 0, "wait": 0.0}
                 if step % t_cfg["checkpoint_every"] == 0 or step == total or step == stop_at or interrupted:
                     rngs = _gather_rng(info)
@@ -506,25 +444,35 @@ def train(
                             "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": rngs,
                             "model_name": cfg["model"]["name"],
                         }, int(t_cfg["keep_checkpoints"]))
-                if eval_set is not None and (step % t_cfg["eval_every"] == 0 or step == total):
+                periodic = bool(t_cfg["eval_every"]) and step % t_cfg["eval_every"] == 0
+                if eval_set is not None and (periodic or (step == total and t_cfg["eval_every"])):
                     if info.is_main:
-                        result = evaluate(core, eval_set, info.device, cfg["eval"]["batch_size"], 0, use_amp,
-                                          max_images=t_cfg["eval_max_images"], progress=False)
-                        history.append({"step": step, "miou": result["overall"]["miou"],
-                                        "ca_iou": result["overall"]["ca_iou"], "images": result["overall"]["images"]})
+                        result = spec.evaluate(core, eval_set, info.device, cfg, max_images=t_cfg["eval_max_images"],
+                                               progress=False, workers=0)
+                        history.append({"step": step, **result["headline"], "images": result["images"]})
                         _write_history(run_dir, history)
-                        bar.write(f"step {step}: mIoU {result['overall']['miou']:.3f}, "
-                                  f"CA-IoU {result['overall']['ca_iou']:.3f} on {result['overall']['images']} images")
+                        bar.write(f"step {step}: " + ", ".join(f"{k} {v:.3f}" for k, v in result["headline"].items())
+                                  + f" on {result['images']} images")
+                        if board is not None:
+                            board.scalars(step, {f"eval/{k}": v for k, v in result["headline"].items()})
                     if info.world_size > 1:
                         dist.barrier()
                     model.train()
-                if step >= total or step == stop_at or interrupted:
+                last_step = step >= total or step == stop_at or bool(interrupted)
+                if board is not None and spec.panels is not None and t_cfg["panels"] and eval_set is not None and (
+                        periodic or last_step):
+                    for name, picture in spec.panels(core, eval_set, info.device, int(t_cfg["panels"])):
+                        board.image(f"predictions/{name}", picture, step)
+                    model.train()
+                if last_step:
                     break
                 t_wait = time.perf_counter()
             if interrupted:
                 break
     finally:
         bar.close()
+        if board is not None:
+            board.close()
         if catch_sigint:
             signal.signal(signal.SIGINT, previous_handler)
     elapsed = time.perf_counter() - t_start

@@ -15,12 +15,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from baselines.backbones import FPN, ResNetFeatures, TwoStreamBackbone, merge_levels, resnet
+from baselines.backbones import DenseFeatures, merge_levels, validate_body
 from baselines.heads import ProjectionHead, PrototypeHead, predict_open_set
 from baselines.losses import open_set_cross_entropy, open_set_targets, sample_pixels_balanced, supcon_loss
+from baselines.openset import (
+    describe_open_set,
+    evaluate_open_set,
+    open_set_datasets,
+    open_set_panels,
+    results_table,
+)
+from baselines.spec import ConfigError, ModelSpec
 from vca_data.labels import NUM_TRAIN_CLASSES, UNKNOWN, VOID
-
-SECOND_STREAMS = {"depth": 1, None: 0}
 
 
 class PrototypeSegmenter(nn.Module):
@@ -46,19 +52,9 @@ class PrototypeSegmenter(nn.Module):
         contrastive: dict | None = None,
     ):
         super().__init__()
-        if second_stream not in SECOND_STREAMS:
-            raise ValueError(f"second_stream must be 'depth' or None, got {second_stream!r}")
-        if depth_max <= 0:
-            raise ValueError(f"depth_max must be positive, got {depth_max}")
         self.num_classes = num_classes
         self.unknown_weight = float(unknown_weight)
-        self.second_stream = second_stream
-        self.depth_max = float(depth_max)
-        if second_stream is None:
-            self.backbone = ResNetFeatures(resnet(backbone, weights, 3, norm), backbone)
-        else:
-            self.backbone = TwoStreamBackbone(backbone, weights, SECOND_STREAMS[second_stream], norm)
-        self.fpn = FPN(self.backbone.channels, fpn_channels)
+        self.body = DenseFeatures(backbone, weights, norm, second_stream, depth_max, fpn_channels)
         self.head = PrototypeHead(fpn_channels, num_classes, head_channels, embed_dim, num_convs, eps)
         self.contrastive = dict(contrastive) if contrastive else None
         if self.contrastive is not None:
@@ -67,19 +63,15 @@ class PrototypeSegmenter(nn.Module):
     @property
     def input_keys(self) -> tuple[str, ...]:
         """Batch keys the model reads at inference."""
-        return ("image",) if self.second_stream is None else ("image", self.second_stream)
+        return self.body.input_keys
+
+    @property
+    def backbone(self) -> nn.Module:
+        """The (two-stream) ResNet, where `vca-analyze --weights run:RUN` takes its features."""
+        return self.body.backbone
 
     def _features(self, batch: dict) -> torch.Tensor:
-        image = batch["image"]
-        if self.second_stream is None:
-            levels = self.backbone(image)
-        else:
-            if self.second_stream not in batch:
-                raise KeyError(f"the model takes a {self.second_stream!r} input and the batch has none")
-            # metres -> [0, 1]; far values and the sky saturate so they cannot dominate the stream's scale
-            depth = batch["depth"].clamp(0, self.depth_max) / self.depth_max
-            levels = self.backbone(image, depth)
-        return merge_levels(self.fpn(levels))
+        return merge_levels(self.body(batch)[1])
 
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
         """'logits' (B, C+1, H, W) at input size, 'embeddings' (B, D, H/4, W/4), and 'projections'
@@ -136,3 +128,43 @@ def prototype_cl(contrastive: dict | None = None, **kwargs) -> PrototypeSegmente
     settings = {"proj_dim": 128, "temperature": 0.07, "weight": 0.1, "per_class": 64}
     settings.update(contrastive or {})
     return PrototypeSegmenter(**kwargs, contrastive=settings)
+
+
+MODEL_DEFAULTS: dict = {
+    "num_classes": NUM_TRAIN_CLASSES,
+    "backbone": "resnet50",
+    "weights": "imagenet",       # imagenet | null | path to a state dict
+    "norm": "frozen_bn",         # bn | frozen_bn | gn
+    "second_stream": "depth",    # depth | null (RGB only)
+    "depth_max": 100.0,          # metres mapped to 1 in the depth stream; farther saturates
+    "fpn_channels": 256,
+    "head_channels": 256,
+    "embed_dim": 256,
+    "num_convs": 4,
+    "eps": 1.0e-10,              # the authors' value (appearance_ca_mahalanobis.py, compute_preds)
+    "unknown_weight": 1.0,       # cross-entropy weight of unknown pixels; 1 = the paper
+    "contrastive": {"proj_dim": 128, "temperature": 0.07, "weight": 0.1, "per_class": 64},
+}
+
+
+def validate_prototype(cfg: dict, source: str) -> None:
+    m = cfg["model"]
+    validate_body(m, source)
+    if m["contrastive"]["temperature"] <= 0 or m["contrastive"]["per_class"] < 2:
+        raise ConfigError(f"{source}: model.contrastive needs temperature > 0 and per_class >= 2")
+    for key in ("num_classes", "head_channels", "embed_dim", "num_convs"):
+        if m[key] < 1:
+            raise ConfigError(f"{source}: model.{key} must be at least 1, got {m[key]}")
+    if m["eps"] <= 0 or m["unknown_weight"] <= 0:
+        raise ConfigError(f"{source}: model.eps and model.unknown_weight must be positive")
+
+
+def _spec(builder) -> ModelSpec:
+    return ModelSpec(
+        build=builder, model_defaults=MODEL_DEFAULTS, datasets=open_set_datasets, evaluate=evaluate_open_set,
+        table=results_table, validate=validate_prototype, describe=describe_open_set, panels=open_set_panels,
+        nullable=frozenset({"weights", "second_stream"}),
+    )
+
+
+SPECS = {"prototype": _spec(prototype), "prototype-cl": _spec(prototype_cl)}
