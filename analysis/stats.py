@@ -60,8 +60,9 @@ def episode_statistics(data_dir: str | Path, frame_step: int = 1, progress: bool
 def motion_statistics(label_files: list[str | Path]) -> dict:
     """Moving/static/ignore counts per dataset from motion_labels.json files: tracks, and per-frame
     instances where the sequences can be opened next to the labels file (frame ranges honoured)."""
+    from vca_data.formats.folders import open_sequence
     from vca_data.formats.motion_labels import MotionLabels
-    from vca_data.formats.sequence import SequenceError, open_sequence
+    from vca_data.formats.sequence import SequenceError
 
     out: dict[str, dict[str, dict[str, int]]] = {}
     for file in label_files:

@@ -28,7 +28,7 @@ from annotator.cache import FrameStore
 from annotator.config import ACTIONS, ConfigError, load_shortcuts
 from annotator.session import LABEL_COLORS, TRACK_FILTERS, AnnotationSession, SessionError
 from annotator.widgets import FrameView, HelpDialog, Timeline, TrackList
-from vca_data.formats.sequence import list_sequences
+from vca_data.formats.folders import list_sequences
 
 JUMP = 10
 PLAY_INTERVAL_MS = 100

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from annotator.config import USER_CONFIG, ConfigError, load_shortcuts
 from annotator.session import LABELS_FILE, AnnotationSession, SessionError
+from vca_data.formats.folders import list_sequences
 from vca_data.formats.motion_labels import (
     MotionLabels,
     MotionLabelsError,
@@ -19,7 +20,6 @@ from vca_data.formats.motion_labels import (
     export_color_pngs,
     export_kitti_motion,
 )
-from vca_data.formats.sequence import list_sequences
 
 SUBCOMMANDS = ("propose", "export")
 EXPORT_FORMATS = ("coco", "kitti-mots", "png")

@@ -48,8 +48,9 @@ import numpy as np
 from tqdm import tqdm
 
 from vca_data import flow as vf
+from vca_data.formats.folders import list_sequences, open_sequence
 from vca_data.formats.motion_labels import MotionLabels
-from vca_data.formats.sequence import MotionSequence, list_sequences, open_sequence
+from vca_data.formats.sequence import MotionSequence
 from vca_data.io import atomic_path
 
 MODES = ("auto", "ego", "flow")

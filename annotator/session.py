@@ -22,8 +22,9 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from vca_data.formats.folders import list_sequences, open_sequence
 from vca_data.formats.motion_labels import LABELS, FrameRange, MotionLabels, MotionLabelsError, TrackLabel
-from vca_data.formats.sequence import MotionSequence, SequenceError, Track, list_sequences, open_sequence
+from vca_data.formats.sequence import MotionSequence, SequenceError, Track
 from vca_data.io import atomic_write_json
 
 LABELS_FILE = "motion_labels.json"

@@ -30,8 +30,8 @@ from PyQt5.QtWidgets import QApplication  # noqa: E402
 
 from annotator.app import MainWindow  # noqa: E402
 from annotator.config import default_shortcuts  # noqa: E402
+from vca_data.formats.folders import open_sequence  # noqa: E402
 from vca_data.formats.kitti_mots import read_txt, write_txt  # noqa: E402
-from vca_data.formats.sequence import open_sequence  # noqa: E402
 from vca_data.synthetic import make_kitti_mots_sequence  # noqa: E402
 
 STEP_TARGET_MS = 20.0

@@ -42,8 +42,8 @@ import numpy as np
 
 from annotator.propose import PROPOSAL_PRESET, run_proposals
 from vca_data import flow as vf
+from vca_data.formats.folders import list_sequences, open_sequence
 from vca_data.formats.motion_labels import MotionLabels
-from vca_data.formats.sequence import list_sequences, open_sequence
 from vca_data.synthetic import make_driving_sequence
 
 

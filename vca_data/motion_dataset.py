@@ -11,8 +11,9 @@ import cv2
 import numpy as np
 from torch.utils.data import Dataset
 
+from vca_data.formats.folders import list_sequences, open_sequence
 from vca_data.formats.motion_labels import MotionLabels
-from vca_data.formats.sequence import MotionSequence, list_sequences, open_sequence
+from vca_data.formats.sequence import MotionSequence
 from vca_data.labels import TRAIN_NAMES, VOID
 from vca_data.transforms import Normalize, ToTensor
 

@@ -170,7 +170,7 @@ def test_zoom_pan_keep_click_mapping(qtbot, window, kitti_root):
 
 def test_proposals_shown_unconfirmed_then_accepted(qtbot, window, kitti_root):
     labels = MotionLabels.new("kitti-mots")
-    from vca_data.formats.sequence import open_sequence
+    from vca_data.formats.folders import open_sequence
 
     ids = sorted(open_sequence(kitti_root).tracks())
     labels.set("0000", ids[0], "moving", source="proposal", score=0.8)

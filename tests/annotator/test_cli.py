@@ -10,8 +10,8 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
 from annotator.cli import build_gui_parser, main
+from vca_data.formats.folders import open_sequence
 from vca_data.formats.motion_labels import MotionLabels
-from vca_data.formats.sequence import open_sequence
 
 
 @pytest.fixture

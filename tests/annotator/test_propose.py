@@ -15,8 +15,8 @@ import pytest
 
 from annotator import propose
 from vca_data import flow as vf
+from vca_data.formats.folders import open_sequence
 from vca_data.formats.motion_labels import MotionLabels
-from vca_data.formats.sequence import open_sequence
 from vca_data.synthetic import (
     DrivingBox,
     driving_textures,

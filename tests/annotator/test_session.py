@@ -17,8 +17,8 @@ import pytest
 from annotator.cache import FrameStore, LRUCache
 from annotator.config import ConfigError, default_shortcuts, load_shortcuts
 from annotator.session import LABEL_COLORS, AnnotationSession, SessionError
+from vca_data.formats.folders import open_sequence
 from vca_data.formats.motion_labels import MotionLabels, TrackLabel
-from vca_data.formats.sequence import open_sequence
 from vca_data.synthetic import make_kitti_mots_sequence
 
 

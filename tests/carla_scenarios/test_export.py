@@ -6,8 +6,8 @@ import numpy as np
 
 from carla_scenarios import cli
 from carla_scenarios.export import instance_ids, motion_state
+from vca_data.formats.folders import list_sequences, open_sequence
 from vca_data.formats.motion_labels import MotionLabels
-from vca_data.formats.sequence import list_sequences, open_sequence
 
 
 def test_export_cityscapes_and_kitti_mots(collected, tmp_path):

@@ -8,7 +8,7 @@ import pytest
 
 from vca_data.formats import cityscapes_vps as vps
 from vca_data.formats.cityscapes_vps import CityscapesVpsFormatError
-from vca_data.formats.sequence import open_sequence
+from vca_data.formats.folders import open_sequence
 from vca_data.synthetic import make_cityscapes_vps
 
 

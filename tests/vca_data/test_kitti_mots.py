@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 from pycocotools import mask as mask_utils
 
 from vca_data.formats import coco, kitti_mots
+from vca_data.formats.folders import open_sequence
 from vca_data.formats.kitti_mots import KittiMotsFormatError, KittiObject
-from vca_data.formats.sequence import open_sequence
 from vca_data.synthetic import make_kitti_mots_sequence
 
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from vca_data.formats.folders import open_sequence
 from vca_data.formats.motion_labels import MotionLabels
-from vca_data.formats.sequence import open_sequence
 from vca_data.motion_dataset import MOTION_KEYS, MotionDataset
 from vca_data.synthetic import make_cityscapes_vps, make_kitti_mots_sequence
 from vca_data.transforms import IMAGENET_MEAN, IMAGENET_STD, Compose, RandomHorizontalFlip, train_transform

@@ -9,6 +9,7 @@ import pytest
 from pycocotools.coco import COCO
 
 from vca_data.formats import kitti_mots
+from vca_data.formats.folders import open_sequence
 from vca_data.formats.motion_labels import (
     MotionLabels,
     MotionLabelsError,
@@ -16,7 +17,6 @@ from vca_data.formats.motion_labels import (
     export_color_pngs,
     export_kitti_motion,
 )
-from vca_data.formats.sequence import open_sequence
 from vca_data.synthetic import make_cityscapes_vps, make_kitti_mots_sequence
 
 

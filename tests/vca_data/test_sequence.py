@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from vca_data.formats import coco
-from vca_data.formats.sequence import SequenceError, list_sequences, open_sequence
+from vca_data.formats.folders import list_sequences, open_sequence
+from vca_data.formats.sequence import SequenceError
 from vca_data.synthetic import make_cityscapes_vps, make_kitti_mots_sequence
 
 

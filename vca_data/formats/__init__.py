@@ -1,6 +1,7 @@
 """File formats of the VCA motion track: KITTI-MOTS, Cityscapes-VPS, the common motion-sequence view,
 and the motion labels with their exports."""
 
+from vca_data.formats.folders import list_sequences, open_sequence
 from vca_data.formats.motion_labels import (
     LABELS,
     SOURCES,
@@ -12,14 +13,7 @@ from vca_data.formats.motion_labels import (
     export_color_pngs,
     export_kitti_motion,
 )
-from vca_data.formats.sequence import (
-    Instance,
-    MotionSequence,
-    SequenceError,
-    Track,
-    list_sequences,
-    open_sequence,
-)
+from vca_data.formats.sequence import Instance, MotionSequence, SequenceError, Track
 
 __all__ = [
     "LABELS", "SOURCES", "FrameRange", "Instance", "MotionLabels", "MotionLabelsError", "MotionSequence",

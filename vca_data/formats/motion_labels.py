@@ -26,7 +26,8 @@ import numpy as np
 from tqdm import tqdm
 
 from vca_data.formats import coco
-from vca_data.formats.sequence import MotionSequence, list_sequences, open_sequence
+from vca_data.formats.folders import list_sequences, open_sequence
+from vca_data.formats.sequence import MotionSequence
 from vca_data.io import atomic_path, atomic_write_json, atomic_write_text
 
 FORMAT = "vca-motion-labels"

@@ -1,9 +1,9 @@
 """One view of a motion sequence whatever its dataset (KITTI-MOTS or Cityscapes-VPS): frames, per-frame
-instances with track ids, tracks, and optional camera poses, intrinsics and depth; plus `open_sequence`,
-which recognises the layout of a folder.
+instances with track ids, tracks, and optional camera poses, intrinsics and depth.
 
 The dataset modules (`kitti_mots`, `cityscapes_vps`) subclass `MotionSequence`; the annotator, the
-proposals, the exports and the motion dataset only use the interface defined here.
+proposals, the exports and the motion dataset only use the interface defined here. Which layout a folder
+holds, and opening it, is `vca_data.formats.folders` (above the dataset modules, which import this one).
 """
 
 from __future__ import annotations
@@ -123,43 +123,6 @@ class MotionSequence(ABC):
     def depth(self, i: int) -> np.ndarray | None:
         """HxW float32 depth in metres of frame i (0 = invalid), or None when there is none."""
         return None
-
-
-def list_sequences(root: Path) -> list[str]:
-    """Names of the sequences under a dataset folder (KITTI-MOTS or Cityscapes-VPS); empty list when
-    the folder is neither."""
-    # The dataset modules import this one for the base classes, hence the imports here.
-    from vca_data.formats import cityscapes_vps, kitti_mots
-
-    root = Path(root)
-    if kitti_mots.is_kitti_mots(root):
-        return kitti_mots.list_kitti_sequences(root)
-    if cityscapes_vps.is_cityscapes_vps(root):
-        return cityscapes_vps.list_videos(root)
-    return []
-
-
-def open_sequence(root: Path, name: str | None = None) -> MotionSequence:
-    """Open one motion sequence. `root` is a KITTI-MOTS root (holding `image_02/` or
-    `training/image_02/`) with `name` the 4-digit sequence, a KITTI-MOTS image folder
-    (`.../image_02/0002`), or a Cityscapes-VPS root or split folder with `name` `<split>/<video>`
-    (`val/0005`; the video id alone when one split holds it). `name` may be left out when the
-    folder holds one sequence. Raises SequenceError naming what was looked for."""
-    from vca_data.formats import cityscapes_vps, kitti_mots
-
-    root = Path(root)
-    if not root.is_dir():
-        raise SequenceError(f"{root}: no such folder")
-    if kitti_mots.is_kitti_mots(root) or kitti_mots.is_kitti_image_folder(root):
-        return kitti_mots.open_kitti_sequence(root, name)
-    if cityscapes_vps.is_cityscapes_vps(root):
-        return cityscapes_vps.open_video(root, name)
-    raise SequenceError(
-        f"{root}: not a motion sequence folder. Expected KITTI-MOTS (image_02/<seq>/ or "
-        f"training/image_02/<seq>/ with instances_txt/<seq>.txt or instances/<seq>/), or Cityscapes-VPS "
-        f"(<split>/img/ or <split>/img_all/ with panoptic_gt_<split>_city_vps.json and "
-        f"<split>/panoptic_video/)"
-    )
 
 
 def pick_name(root: Path, names: list[str], name: str | None, what: str) -> str:
