@@ -26,6 +26,7 @@ from PyQt5.QtWidgets import (
 
 from annotator.cache import FrameStore
 from annotator.config import ACTIONS, ConfigError, load_shortcuts
+from annotator.exports import confirmed_only, run_export
 from annotator.session import LABEL_COLORS, TRACK_FILTERS, AnnotationSession, SessionError
 from annotator.widgets import FrameView, HelpDialog, Timeline, TrackList
 from vca_data.formats.folders import list_sequences
@@ -459,8 +460,6 @@ class MainWindow(QMainWindow):
         """Write the confirmed labels of the open dataset (every sequence, proposals nobody accepted
         left out, as `vca-annotate export` does) in `fmt` (coco, kitti-mots, png) to `out`; returns a
         one-line summary."""
-        from annotator.cli import confirmed_only, run_export
-
         if self.session is None:
             raise RuntimeError("no sequence is open")
         return run_export(confirmed_only(self.session.labels), self.session.sequence.root, fmt, Path(out))

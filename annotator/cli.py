@@ -5,24 +5,17 @@ colour PNGs). Qt is imported only when the window is opened."""
 from __future__ import annotations
 
 import argparse
-import copy
 import os
 import sys
 from pathlib import Path
 
 from annotator.config import USER_CONFIG, ConfigError, load_shortcuts
+from annotator.exports import EXPORT_FORMATS, confirmed_only, run_export
 from annotator.session import LABELS_FILE, AnnotationSession, SessionError
 from vca_data.formats.folders import list_sequences
-from vca_data.formats.motion_labels import (
-    MotionLabels,
-    MotionLabelsError,
-    export_coco,
-    export_color_pngs,
-    export_kitti_motion,
-)
+from vca_data.formats.motion_labels import MotionLabels, MotionLabelsError
 
 SUBCOMMANDS = ("propose", "export")
-EXPORT_FORMATS = ("coco", "kitti-mots", "png")
 
 
 def build_gui_parser() -> argparse.ArgumentParser:
@@ -71,31 +64,6 @@ def build_command_parser() -> argparse.ArgumentParser:
                         help="also export proposals nobody has accepted yet")
     export.set_defaults(func=_export_command)
     return parser
-
-
-def confirmed_only(labels: MotionLabels) -> MotionLabels:
-    """A copy of `labels` without unaccepted proposals."""
-    kept = MotionLabels.new(labels.dataset)
-    for seq, entries in labels.sequences.items():
-        chosen = {tid: copy.deepcopy(e) for tid, e in entries.items() if e.source != "proposal"}
-        if chosen:
-            kept.sequences[seq] = chosen
-    return kept
-
-
-def run_export(labels: MotionLabels, root: Path, fmt: str, out: Path,
-               sequences: list[str] | None = None) -> str:
-    """Export `labels` (made on the dataset at `root`) in `fmt`; returns a one-line summary."""
-    if fmt == "coco":
-        path = export_coco(labels, root, out, sequences=sequences)
-        return f"wrote COCO motion annotations of {sum(len(e) for e in labels.sequences.values())} tracks to {path}"
-    if fmt == "kitti-mots":
-        paths = export_kitti_motion(labels, root, out)
-        return f"wrote {len(paths)} KITTI-MOTS motion txt file(s) to {out}"
-    if fmt == "png":
-        count = export_color_pngs(labels, root, out)
-        return f"wrote {count} colour PNG(s) to {out}"
-    raise ValueError(f"unknown export format {fmt!r}; expected one of {EXPORT_FORMATS}")
 
 
 def _export_command(args: argparse.Namespace) -> int:
