@@ -31,9 +31,10 @@ import numpy as np
 from carla_scenarios import decode
 from carla_scenarios.agent import AvoidingAgent, obstacles_from_actors
 from carla_scenarios.recorder import EpisodeRecorder
-from carla_scenarios.rig import ActorRegistry, SensorRig, SynchronousMode
+from carla_scenarios.rig import MAX_DT, ActorRegistry, SensorRig, SynchronousMode
 from carla_scenarios.route import Route, lane_route
 from carla_scenarios.scenarios import Layout, plan_layout, world_pose
+from carla_scenarios.weather import random_weather
 from vca_data.episodes import (
     EPISODES_DIR,
     POSE_CONVENTION,
@@ -58,14 +59,6 @@ TOWN_TRAFFIC = {
     "Town10HD": ((8, 16), (10, 18)),
 }
 DEFAULT_TRAFFIC = ((6, 12), (6, 12))
-WEATHER_PRESETS = (
-    "ClearNoon", "CloudyNoon", "WetNoon", "WetCloudyNoon", "SoftRainNoon", "MidRainyNoon", "HardRainNoon",
-    "ClearSunset", "CloudySunset", "WetSunset", "SoftRainSunset", "ClearNight", "CloudyNight",
-)
-WEATHER_FIELDS = (
-    "cloudiness", "precipitation", "precipitation_deposits", "wind_intensity", "sun_azimuth_angle",
-    "sun_altitude_angle", "fog_density", "fog_distance", "wetness",
-)
 
 
 class CollectError(RuntimeError):
@@ -132,25 +125,6 @@ def episode_rng(spec: EpisodeSpec) -> np.random.Generator:
     """The episode's one random generator, from its seed, town and scenario."""
     key = [spec.seed, zlib.crc32(spec.town.encode()), zlib.crc32(spec.scenario.encode())]
     return np.random.default_rng(np.random.SeedSequence(key))
-
-
-def random_weather(rng: np.random.Generator) -> tuple[carla.WeatherParameters, dict]:
-    """A preset, then its continuous parameters perturbed; returns the weather and its record."""
-    name = WEATHER_PRESETS[int(rng.integers(len(WEATHER_PRESETS)))]
-    w = getattr(carla.WeatherParameters, name)
-    weather = carla.WeatherParameters(
-        cloudiness=float(np.clip(w.cloudiness + rng.uniform(-15, 15), 0, 100)),
-        precipitation=float(np.clip(w.precipitation + rng.uniform(-10, 10), 0, 100)),
-        precipitation_deposits=float(np.clip(w.precipitation_deposits + rng.uniform(-10, 10), 0, 100)),
-        wind_intensity=float(np.clip(w.wind_intensity + rng.uniform(-10, 10), 0, 100)),
-        sun_azimuth_angle=float((w.sun_azimuth_angle + rng.uniform(-40, 40)) % 360),
-        sun_altitude_angle=float(np.clip(w.sun_altitude_angle + rng.uniform(-10, 10), -90, 90)),
-        fog_density=float(np.clip(w.fog_density + rng.uniform(0, 10), 0, 100)),
-        fog_distance=float(max(w.fog_distance, 0.0)),
-        wetness=float(np.clip(w.wetness + rng.uniform(-10, 10), 0, 100)),
-    )
-    record = {"preset": name} | {f: round(float(getattr(weather, f)), 3) for f in WEATHER_FIELDS}
-    return weather, record
 
 
 # ---------------------------------------------------------------------------------------------
@@ -240,6 +214,9 @@ class CollectOptions:
             raise ValueError(f"--frame-step must be at least 1, got {self.frame_step}")
         if not (8 <= self.width <= 4096 and 8 <= self.height <= 4096):
             raise ValueError(f"--width/--height must be in 8..4096, got {self.width}x{self.height}")
+        if not 0.0 < self.dt <= MAX_DT:
+            raise ValueError(f"--dt must be in (0, {MAX_DT:g}] s (CARLA's docs: physics and sensors are not reliable "
+                             f"above {MAX_DT:g} s), got {self.dt}")
         if not 10.0 <= self.fov <= 170.0:
             raise ValueError(f"--fov must be in 10..170 degrees, got {self.fov}")
         for name in ("vehicles", "walkers", "parked"):
@@ -462,9 +439,19 @@ def spawn_walkers(client, world, registry: ActorRegistry, rng: np.random.Generat
     world.tick()  # controllers need one tick before they can be started
     for c in controllers:
         c.start()
-        c.go_to_location(world.get_random_location_from_navigation())
+        c.go_to_location(navigation_location(world))
         c.set_max_speed(float(rng.uniform(0.8, 1.8)))
     return walkers
+
+
+def navigation_location(world, tries: int = 50) -> carla.Location:
+    """A random point of the navigation mesh: a server returns None when its query fails, which
+    `go_to_location` rejects with a Boost ArgumentError, so draw again."""
+    for _ in range(tries):
+        loc = world.get_random_location_from_navigation()
+        if loc is not None:
+            return loc
+    raise EpisodeSkipped(f"the navigation mesh gave no walker destination in {tries} tries")
 
 
 def _outer_lane(wp):
@@ -632,7 +619,8 @@ def collect_episode(client, spec: EpisodeSpec, options: CollectOptions, data_dir
         lut = decode.fine_lookup({o["actor_id"]: o["fine_id"] for o in unknown_objects})
         key_of = {decode.instance_key(o["actor_id"]): o["actor_id"] for o in unknown_objects}
         attrs = {
-            "town": spec.town, "scenario": spec.scenario, "split": spec.split, "seed": spec.seed,
+            "town": spec.town, "map": carla_map.name,  # the map the server loaded: Town10HD or Town10HD_Opt
+            "scenario": spec.scenario, "split": spec.split, "seed": spec.seed,
             "weather": weather_record, "backend": backend, "width": options.width, "height": options.height,
             "fov": float(options.fov),
             "intrinsics": decode.intrinsics(options.width, options.height, options.fov).tolist(),

@@ -27,6 +27,10 @@ CAMERAS = {
 CAMERA_MOUNT = carla.Transform(carla.Location(x=1.5, z=1.7))
 
 
+# CARLA's docs: a fixed time step should not exceed 0.1 s (physics sub-stepping and sensors degrade).
+MAX_DT = 0.1
+
+
 class SensorTimeout(RuntimeError):
     """A sensor delivered no image for a frame within the timeout (or skipped it)."""
 
@@ -36,16 +40,23 @@ class SynchronousMode:
     the world's previous settings are restored on exit, whatever happened."""
 
     def __init__(self, world, dt: float, traffic_manager=None):
-        if not 0.0 < dt <= 0.5:
-            raise ValueError(f"time step must be in (0, 0.5] s, got {dt}")
+        if not 0.0 < dt <= MAX_DT:
+            raise ValueError(f"time step must be in (0, {MAX_DT:g}] s (CARLA's physics is not reliable above "
+                             f"{MAX_DT:g} s), got {dt}")
         self.world = world
         self.dt = dt
         self.traffic_manager = traffic_manager
         self._saved = None
 
     def __enter__(self) -> SynchronousMode:
-        self._saved = self.world.get_settings()
         settings = self.world.get_settings()
+        limit = settings.max_substep_delta_time * settings.max_substeps
+        if settings.substepping and self.dt > limit + 1e-9:
+            raise ValueError(
+                f"time step {self.dt:g} s exceeds the server's physics sub-stepping limit max_substep_delta_time "
+                f"x max_substeps = {settings.max_substep_delta_time:g} x {settings.max_substeps} = {limit:g} s "
+                f"(use a smaller --dt)")
+        self._saved = self.world.get_settings()
         settings.synchronous_mode = True
         settings.fixed_delta_seconds = self.dt
         self.world.apply_settings(settings)

@@ -275,6 +275,8 @@ class WalkerAIController(Actor):
             self.parent.apply_control(carla.WalkerControl(carla.Vector3D(1, 0, 0), 0.0, False))
 
     def go_to_location(self, destination: carla.Location) -> None:
+        if not isinstance(destination, carla.Location):  # the server's binding raises ArgumentError (a TypeError)
+            raise TypeError(f"go_to_location expects a carla.Location, got {type(destination).__name__}")
         here = self.parent.get_location()
         self._route = self._world._town.walk_route(np.array([here.x, here.y]), np.array([destination.x, destination.y]))
 

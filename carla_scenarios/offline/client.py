@@ -15,8 +15,17 @@ from .map import TOWN_NAMES, map_path, town_of_map_name
 from .traffic import TrafficManager
 from .world import World
 
+# Towns that a 0.9.16 server also offers as a layered '_Opt' map (Town10HD_Opt is its default map).
+OPT_TOWNS = ("Town01", "Town02", "Town03", "Town04", "Town05", "Town10HD")
+
+
+def map_basename(map_name: str) -> str:
+    """'Town10HD_Opt' of '/Game/Carla/Maps/Town10HD_Opt' (or of 'Town10HD_Opt')."""
+    return str(map_name).rstrip("/").split("/")[-1].split(".")[0]
+
+
 VERSION = metadata.version("carla")  # the offline world speaks the API of the installed client
-DEFAULT_TOWN = "Town10HD"  # what a fresh CARLA server loads
+DEFAULT_MAP = "Town10HD_Opt"  # what a fresh CARLA 0.9.16 server loads (the layered Town10HD)
 
 
 class _Server:
@@ -27,13 +36,15 @@ class _Server:
         self._traffic_managers: dict[int, TrafficManager] = {}
         self._episode = 0
 
-    def load(self, town: str) -> World:
+    def load(self, map_name: str) -> World:
+        """Load a map ('Town01', 'Town10HD_Opt'): the town it shows, under the name it was asked by."""
         if self.world is not None:
             self.world._close()
         for tm in self._traffic_managers.values():
             tm.shut_down()
         self._episode += 1
-        self.world = World(self, town, self._episode)
+        town = town_of_map_name(map_name)
+        self.world = World(self, town, self._episode, town + "_Opt" if map_basename(map_name).endswith("_Opt") else town)
         return self.world
 
     def traffic_manager(self, port: int) -> TrafficManager:
@@ -66,18 +77,19 @@ class Client:
         return VERSION
 
     def get_available_maps(self) -> list[str]:
-        return [map_path(t) for t in TOWN_NAMES]
+        return [map_path(t) for t in TOWN_NAMES] + [map_path(f"{t}_Opt") for t in TOWN_NAMES if t in OPT_TOWNS]
 
     def get_world(self) -> World:
         if self._server.world is None:
-            self._server.load(DEFAULT_TOWN)
+            self._server.load(DEFAULT_MAP)
         return self._server.world
 
     def load_world(self, map_name: str, reset_settings: bool = True, map_layers: carla.MapLayer = carla.MapLayer.All) -> World:
         """Destroy every actor and load the town ('Town01' or '/Game/Carla/Maps/Town01')."""
         previous = self._server.world
         settings = previous.get_settings() if previous is not None and not reset_settings else None
-        world = self._server.load(town_of_map_name(map_name))
+        town_of_map_name(map_name)  # a ValueError names a map that is not here
+        world = self._server.load(map_name)
         if settings is not None:
             world.apply_settings(settings)
         return world

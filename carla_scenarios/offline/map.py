@@ -82,8 +82,10 @@ def map_path(town: str) -> str:
 
 
 def town_of_map_name(map_name: str) -> str:
-    """The town of 'Town01', '/Game/Carla/Maps/Town01' or 'Carla/Maps/Town01'; ValueError for others."""
+    """The town of 'Town01', '/Game/Carla/Maps/Town01', 'Carla/Maps/Town01' or 'Town10HD_Opt';
+    ValueError for others."""
     base = str(map_name).rstrip("/").split("/")[-1]
+    base = base[:-4] if base.endswith("_Opt") else base  # the layered version of a town is the town
     town = normalize_town(base)
     if town not in TOWN_STYLES:
         raise ValueError(f"map {map_name!r} is not one of the offline towns {list(TOWN_STYLES)}")

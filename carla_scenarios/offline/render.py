@@ -392,8 +392,10 @@ def apply_weather(rgb: np.ndarray, depth: np.ndarray, tag: np.ndarray, sky: np.n
             rgb[yy, xx] = (rgb[yy, xx] * np.float32(0.6) + np.float32(0.4) * drop).astype(np.uint8)
     density = weather.fog_density / 100.0 * 0.05 + rain * 0.006
     if density > 0:
-        # fog saturates by 200 m, so a light haze tints the sky instead of replacing it
-        path = np.clip(depth - np.float32(max(weather.fog_distance, 0.0)), np.float32(0), np.float32(200))
+        # fog saturates by 200 m, so a light haze tints the sky instead of replacing it; a fog_falloff of
+        # 0 (no thinning with height, as a server renders it) fogs the sky and the far scene all the way
+        reach = 200.0 if weather.fog_falloff > 0 else FAR
+        path = np.clip(depth - np.float32(max(weather.fog_distance, 0.0)), np.float32(0), np.float32(reach))
         keep = np.exp(np.float32(-density) * path)
         fog = sky_rgb * np.float32(0.6) + np.float32(0.4 * 255 * 0.75 * (0.1 + 0.9 * light["day"]))
         fog_image = np.empty_like(rgb)

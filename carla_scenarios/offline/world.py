@@ -88,11 +88,11 @@ class WorldSnapshot:
 class World:
     """One loaded town with its actors; see the module docstring for what a tick does."""
 
-    def __init__(self, server: _Server, town_name: str, world_id: int) -> None:
+    def __init__(self, server: _Server, town_name: str, world_id: int, map_name: str | None = None) -> None:
         self._server = server
         self.id = world_id
         self._town = build_town(town_name)
-        self._map = Map(f"Carla/Maps/{self._town.name}", self._town.xodr)
+        self._map = Map(f"Carla/Maps/{map_name or self._town.name}", self._town.xodr)
         self._renderer = Renderer(self._town.boxes)
         self._library = make_library()
         self._settings = carla.WorldSettings()
@@ -467,6 +467,9 @@ def _copy_settings(settings: carla.WorldSettings) -> carla.WorldSettings:
     out.synchronous_mode = settings.synchronous_mode
     out.no_rendering_mode = settings.no_rendering_mode
     out.fixed_delta_seconds = settings.fixed_delta_seconds
+    out.substepping = settings.substepping
+    out.max_substep_delta_time = settings.max_substep_delta_time
+    out.max_substeps = settings.max_substeps
     return out
 
 

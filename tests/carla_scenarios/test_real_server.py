@@ -1,0 +1,132 @@
+"""Behaviours of a real CARLA 0.9.16 server that the collector must handle (issue 21), each imitated by the
+offline world or by a fake client here: full weather records, a None walker destination, the time-step
+limit, the loaded map's name, instance ids of scenery, prop footprints, leftovers of a killed run,
+batch destruction on a dead server, `--backend auto` against a silent port, spawn heights, empty props,
+traffic lights and the authors' layouts."""
+
+from __future__ import annotations
+
+import queue
+
+import carla
+import numpy as np
+import pytest
+
+from carla_scenarios.offline.client import synchronous_world
+from carla_scenarios.weather import WEATHER_FIELDS, random_weather
+
+PORT = 2947  # an address of our own: offline clients at one address share one world
+W, H = 96, 64
+
+
+def _bgra(image):
+    return np.frombuffer(image.raw_data, dtype=np.uint8).reshape(image.height, image.width, 4)
+
+
+# -- 4: weather ---------------------------------------------------------------------------------
+
+def test_weather_keeps_the_presets_fog_falloff_and_scattering_and_records_all_14_fields():
+    for seed in range(20):
+        weather, record = random_weather(np.random.default_rng(seed))
+        preset = getattr(carla.WeatherParameters, record["preset"])
+        assert set(record) == {"preset", *WEATHER_FIELDS} and len(WEATHER_FIELDS) == 14
+        for f in ("fog_falloff", "scattering_intensity", "mie_scattering_scale", "rayleigh_scattering_scale", "dust_storm"):
+            assert getattr(weather, f) == pytest.approx(getattr(preset, f)), f
+            assert record[f] == pytest.approx(getattr(preset, f), abs=1e-4), f
+        assert weather.fog_falloff > 0
+
+
+def test_offline_world_fogs_the_sky_when_fog_falloff_is_zero():
+    """A server fogs the whole scene with fog_falloff 0 (no thinning with height); so does the offline world."""
+    _, world, _ = synchronous_world("Town01", PORT, dt=0.05)
+    wp = world.get_map().get_waypoint(world.get_map().get_spawn_points()[0].location)
+    bp = world.get_blueprint_library().find("sensor.camera.rgb")
+    bp.set_attribute("image_size_x", str(W))
+    bp.set_attribute("image_size_y", str(H))
+    cam = world.spawn_actor(bp, carla.Transform(wp.transform.location + carla.Location(z=2.0),
+                                                carla.Rotation(pitch=20.0, yaw=wp.transform.rotation.yaw)))
+    q: queue.Queue = queue.Queue()
+    cam.listen(q.put)
+    fields = {f: getattr(carla.WeatherParameters.ClearNoon, f) for f in WEATHER_FIELDS}
+    images = []
+    for falloff in (0.1, 0.0):
+        world.set_weather(carla.WeatherParameters(**(fields | {"fog_density": 5.0, "fog_falloff": falloff})))
+        world.tick()
+        images.append(_bgra(q.get_nowait())[..., :3].astype(np.float64))
+    cam.destroy()
+    thin, thick = images
+    # the sky turns to the fog's grey: its blue lead over red shrinks
+    assert (thin[..., 0] - thin[..., 2]).mean() > 1.3 * (thick[..., 0] - thick[..., 2]).mean()
+
+
+# -- 10: a None walker destination ----------------------------------------------------------------
+
+class _NavigationFails:
+    """A world whose navigation query fails (returns None) every other call, as a server's may."""
+
+    def __init__(self, world):
+        self._world = world
+        self.calls = 0
+
+    def __getattr__(self, name):
+        return getattr(self._world, name)
+
+    def get_random_location_from_navigation(self):
+        self.calls += 1
+        return None if self.calls % 2 else self._world.get_random_location_from_navigation()
+
+
+def test_walkers_get_a_destination_when_the_navigation_query_returns_none():
+    from carla_scenarios.collector import spawn_walkers
+    from carla_scenarios.offline.actors import WalkerAIController
+    from carla_scenarios.rig import ActorRegistry
+
+    client, world, _ = synchronous_world("Town01", PORT, dt=0.05)
+    with ActorRegistry(world) as registry:
+        walkers = spawn_walkers(client, _NavigationFails(world), registry, np.random.default_rng(0), 6, [])
+        controllers = [a for a in registry.actors if isinstance(a, WalkerAIController)]
+        assert walkers and len(controllers) == len(walkers)
+        assert all(c._route for c in controllers)
+    # the offline controller rejects None as Boost does
+    with pytest.raises(TypeError):
+        WalkerAIController.go_to_location(controllers[0], None)
+
+
+# -- 11: time steps over the sub-stepping limit -----------------------------------------------------
+
+def test_time_steps_over_the_substepping_limit_are_rejected():
+    from carla_scenarios.collector import CollectOptions
+    from carla_scenarios.rig import SynchronousMode
+
+    _, world, _ = synchronous_world("Town01", PORT, dt=0.05)
+    with pytest.raises(ValueError, match=r"0\.1"):
+        SynchronousMode(world, 0.2)
+    with pytest.raises(ValueError, match="--dt"):
+        CollectOptions(dt=0.15).validate()
+    settings = world.get_settings()
+    settings.max_substeps = 5  # 5 x 0.01 s: a server's physics cannot step 0.08 s
+    world.apply_settings(settings)
+    with pytest.raises(ValueError, match="max_substeps"):
+        SynchronousMode(world, 0.08).__enter__()
+    assert world.get_settings().max_substeps == 5
+    settings.max_substeps = 10
+    world.apply_settings(settings)
+    with SynchronousMode(world, 0.08):
+        assert world.get_settings().fixed_delta_seconds == pytest.approx(0.08)
+
+
+# -- 13: the map actually loaded ----------------------------------------------------------------
+
+def test_episode_records_the_map_the_server_loaded(tmp_path):
+    """A fresh 0.9.16 server shows Town10HD_Opt; an episode in Town10HD reuses it and says so."""
+    from carla_scenarios.collector import CollectOptions, EpisodeSpec, collect_episode
+    from carla_scenarios.offline import Client
+    from vca_data.episodes import EpisodeReader
+
+    client = Client("localhost", PORT + 1)
+    assert client.get_world().get_map().name == "Carla/Maps/Town10HD_Opt"
+    assert "/Game/Carla/Maps/Town10HD_Opt" in client.get_available_maps()
+    options = CollectOptions(frames=1, frame_step=1, width=32, height=24, vehicles=0, walkers=0)
+    result = collect_episode(client, EpisodeSpec("Town10HD", "parking", 0, "test"), options, tmp_path, "offline")
+    with EpisodeReader(result.path) as ep:
+        assert ep.attrs["map"] == "Carla/Maps/Town10HD_Opt" and ep.attrs["town"] == "Town10HD"
