@@ -21,6 +21,7 @@ import queue
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 from carla_scenarios.decode import EncodedImage
@@ -31,6 +32,9 @@ WRITER_NICENESS = 5
 QUEUE_BYTES = 256 * 2**20  # frames waiting for the writer take at most about this much memory
 BYTES_PER_PIXEL = 3 + 4 + 1 + 4 + 1  # rgb, depth, semantic, instance, fine
 _DONE = object()
+# Test hook: "NAME:K:MARKER" makes the writer of episode file NAME, after its K-th frame, create the file
+# MARKER and wait until the collector is gone (so a test can kill a run at a known point, not by timing).
+HOLD_ENV = "VCA_WRITER_HOLD"
 
 
 class RecorderError(RuntimeError):
@@ -185,6 +189,8 @@ def _serve(source, sink) -> int:
         sink.flush()
 
     writer = None
+    hold = _hold_point(os.environ.get(HOLD_ENV))
+    parent = os.getppid()
     try:
         while True:
             try:
@@ -199,6 +205,10 @@ def _serve(source, sink) -> int:
             elif msg[0] == "frame":
                 frame = {k: (v.decode() if isinstance(v, EncodedImage) else v) for k, v in msg[1].items()}
                 writer.append(frame)
+                if hold is not None and Path(writer.path).name == hold[0] and writer.num_frames == hold[1]:
+                    Path(hold[2]).write_text(str(writer.num_frames))
+                    while os.getppid() == parent:  # held until the collector dies; then its pipe ends
+                        time.sleep(0.05)
             elif msg[0] == "close":
                 reply("closed", str(writer.close()))
                 return 0
@@ -207,6 +217,17 @@ def _serve(source, sink) -> int:
             writer.abort()
         reply("error", f"{type(e).__name__}: {e}")
         return 1
+
+
+def _hold_point(text: str | None) -> tuple[str, int, str] | None:
+    """(episode file name, frame count, marker path) of the test hook's value, None when unset."""
+    if not text:
+        return None
+    name, _, rest = text.partition(":")
+    count, _, marker = rest.partition(":")
+    if not (name and count.isdigit() and int(count) > 0 and marker):
+        raise ValueError(f"{HOLD_ENV}={text!r}: expected NAME:K:MARKER (episode file, frame count >= 1, marker file)")
+    return name, int(count), marker
 
 
 if __name__ == "__main__":

@@ -128,19 +128,18 @@ def test_killed_run_completes_with_resume(tmp_path):
     argv = [sys.executable, "-m", "carla_scenarios.cli", "collect", "--town", "Town01", "--scenario", "parking",
             "--episodes", "3", "--backend", "offline", "--out", str(out), "--frames", "12", "--frame-step", "2",
             "--width", "96", "--height", "64", "--vehicles", "2", "--walkers", "2"]
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    # the second episode's writer holds after its 3rd frame, with the first episode complete: a kill point
+    # that no timing decides
+    marker = tmp_path / "held"
+    part = out / "episodes" / "Town01_parking_1.h5.part"
+    env = dict(os.environ, PYTHONUNBUFFERED="1", VCA_WRITER_HOLD=f"Town01_parking_1.h5:3:{marker}")
     proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    # kill it while the second episode is being written
-    deadline = time.time() + 90
-    part = None
-    while time.time() < deadline and proc.poll() is None:
-        done = list((out / "episodes").glob("*.h5"))
-        parts = list((out / "episodes").glob("*.h5.part"))
-        if done and parts:
-            part = parts[0]
-            break
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and not marker.exists():
         time.sleep(0.05)
-    assert part is not None, "collection never reached its second episode"
+    assert marker.exists(), "collection never reached its second episode"
+    assert part.exists() and [e["seed"] for e in read_manifest(out)] == [0]
+    env.pop("VCA_WRITER_HOLD")
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert validate(part) != []
