@@ -349,7 +349,7 @@ def spawn_unknown_objects(world, registry: ActorRegistry, layout: Layout, route:
         records.append({
             "actor_id": int(actor.id), "fine_id": p.unknown.fine_id, "class": p.unknown.name,
             "blueprint": p.blueprint.id, "transform": [x, y, z, 0.0, yaw, 0.0],
-            "route_s": round(p.s, 3), "route_t": round(p.t, 3),
+            "route_s": round(p.s, 3), "route_t": round(p.t, 3), "semantic_tags": sorted(int(t) for t in actor.semantic_tags),
         })
     return records
 
@@ -617,6 +617,7 @@ def collect_episode(client, spec: EpisodeSpec, options: CollectOptions, data_dir
         agent = AvoidingAgent(route, half_length=float(ext.x), half_width=float(ext.y),
                               target_speed=options.target_speed, speed_limit=speed_limit, wheelbase=1.2 * float(ext.x))
         lut = decode.fine_lookup({o["actor_id"]: o["fine_id"] for o in unknown_objects})
+        tag_lut = decode.tag_lookup({o["actor_id"]: o["semantic_tags"] for o in unknown_objects})
         key_of = {decode.instance_key(o["actor_id"]): o["actor_id"] for o in unknown_objects}
         attrs = {
             "town": spec.town, "map": carla_map.name,  # the map the server loaded: Town10HD or Town10HD_Opt
@@ -656,7 +657,7 @@ def collect_episode(client, spec: EpisodeSpec, options: CollectOptions, data_dir
                 continue
             img = rf.images
             instance = decode.decode_instance_ids(img["instance"])
-            fine = decode.fine_map(instance, lut)
+            fine = decode.fine_map(instance, lut, decode.decode_semantic(img["semantic"]), tag_lut)
             result.unknown_pixels += int(np.count_nonzero(fine))
             seen = np.unique(instance[fine > 0])
             result.seen_objects.update(key_of[int(k)] for k in seen)

@@ -123,9 +123,36 @@ def fine_lookup(actor_fine: dict[int, int]) -> np.ndarray:
     return lut
 
 
-def fine_map(instance_ids: np.ndarray, lut: np.ndarray) -> np.ndarray:
-    """HxW uint8 fine class per pixel: the fine id of the spawned unknown object the pixel shows."""
-    return lut[np.asarray(instance_ids, dtype=np.uint32) & 0xFFFF]
+# Tags a spawned prop may carry when the server reports none for it (Static, Dynamic).
+PROP_TAGS = (20, 21)
+
+
+def tag_lookup(actor_tags: dict[int, list[int]]) -> np.ndarray:
+    """Lookup table instance value -> bit mask of the semantic tags its spawned actor carries, for
+    `fine_map` (an actor without tags gets the props' tags, Static and Dynamic)."""
+    lut = np.zeros(1 << 16, dtype=np.uint32)
+    for actor_id, tags in actor_tags.items():
+        for tag in (list(tags) or PROP_TAGS):
+            if not 0 <= int(tag) < 32:
+                raise ValueError(f"semantic tag of actor {actor_id} must be in 0..31, got {tag}")
+            lut[instance_key(actor_id)] |= np.uint32(1 << int(tag))
+    return lut
+
+
+def fine_map(instance_ids: np.ndarray, lut: np.ndarray, semantic: np.ndarray | None = None,
+             tag_lut: np.ndarray | None = None) -> np.ndarray:
+    """HxW uint8 fine class per pixel: the fine id of the spawned unknown object the pixel shows.
+
+    In CARLA 0.9.16 a pixel without an actor carries an engine-internal 16-bit id (buildings, trees,
+    cars placed in the level), which may equal a spawned object's id; with `semantic` (HxW tags) and
+    `tag_lut` (`tag_lookup`), a pixel counts only where its tag is one of that object's tags too."""
+    keys = np.asarray(instance_ids, dtype=np.uint32) & 0xFFFF
+    fine = lut[keys]
+    if semantic is not None and tag_lut is not None:
+        tags = np.asarray(semantic, dtype=np.uint32)
+        allowed = (tag_lut[keys] >> np.minimum(tags, 31)) & 1
+        fine = np.where(allowed.astype(bool), fine, np.uint8(0))
+    return fine
 
 
 def intrinsics(width: int, height: int, fov_deg: float) -> np.ndarray:

@@ -50,9 +50,12 @@ class Renderer:
         self.ground = Ground([b for b in boxes if b.tag in GROUND_TAGS])
         solid = [b for b in boxes if b.tag not in GROUND_TAGS]
         occluders = []
+        # like 0.9.16's engine-internal ids, scenery pixels carry arbitrary non-zero 16-bit instance ids
+        scenery_ids = np.random.default_rng(len(solid)).integers(1, 1 << 16, len(solid))
         for start in range(0, len(solid), LINKS_PER_BODY):
             chunk = solid[start:start + LINKS_PER_BODY]
             body = self.add_body(chunk, 0, carla.Transform())
+            self._ids[body, 1:len(chunk) + 1] = scenery_ids[start:start + len(chunk)]
             occluders.extend((body, link, b) for link, b in enumerate(chunk) if b.tag == TAG["Building"])
         self.occlusion = Occlusion(self.client, occluders)
 
@@ -66,7 +69,7 @@ class Renderer:
 
     def add_body(self, boxes: list[Box], actor_id: int, transform: carla.Transform) -> int:
         """A body made of the boxes (in the transform's frame, CARLA axes); pixels carry each box's tag and
-        the actor id (0 for scenery)."""
+        the actor id (scenery gets its own ids after this)."""
         if not boxes or len(boxes) >= _MAX_LINKS:
             raise ValueError(f"a body needs 1..{_MAX_LINKS - 1} boxes, got {len(boxes)}")
         c = self.client

@@ -130,3 +130,43 @@ def test_episode_records_the_map_the_server_loaded(tmp_path):
     result = collect_episode(client, EpisodeSpec("Town10HD", "parking", 0, "test"), options, tmp_path, "offline")
     with EpisodeReader(result.path) as ep:
         assert ep.attrs["map"] == "Carla/Maps/Town10HD_Opt" and ep.attrs["town"] == "Town10HD"
+
+
+# -- 1: instance ids of scenery ---------------------------------------------------------------------
+
+def test_scenery_with_a_props_instance_id_is_not_counted_as_the_prop():
+    """0.9.16 gives scenery engine-internal 16-bit ids (the offline world: random non-zero ones); a
+    building whose id equals a spawned prop's must not count as the prop: the pixel's semantic tag must
+    be one of the prop's semantic tags too."""
+    from carla_scenarios import decode
+    from vca_data.labels import TAG
+
+    _, world, _ = synchronous_world("Town01", PORT, dt=0.05)
+    wp = world.get_map().get_waypoint(world.get_map().get_spawn_points()[0].location).next(10.0)[0]
+    cone = world.spawn_actor(world.get_blueprint_library().find("static.prop.constructioncone"), wp.transform)
+    lib = world.get_blueprint_library()
+    cams, queues = [], []
+    for kind in ("semantic_segmentation", "instance_segmentation"):
+        bp = lib.find(f"sensor.camera.{kind}")
+        bp.set_attribute("image_size_x", str(W))
+        bp.set_attribute("image_size_y", str(H))
+        back = wp.transform.location - wp.transform.get_forward_vector() * 6.0 + carla.Location(z=1.5)
+        cams.append(world.spawn_actor(bp, carla.Transform(back, wp.transform.rotation)))
+        queues.append(queue.Queue())
+        cams[-1].listen(queues[-1].put)
+    world.tick()
+    semantic = decode.decode_semantic(queues[0].get_nowait())
+    instance = decode.decode_instance_ids(queues[1].get_nowait())
+    for a in cams + [cone]:
+        a.destroy()
+    building = instance[semantic == TAG["Building"]]
+    assert len(building) and (building > 0).all()
+    # a prop whose id equals the building's engine id (ids are 16-bit: this happens on a server)
+    clash = int(building[0])
+    objects = {cone.id: (3, cone.semantic_tags), clash: (5, [TAG["Static"]])}
+    lut = decode.fine_lookup({k: f for k, (f, _) in objects.items()})
+    tag_lut = decode.tag_lookup({k: t for k, (_, t) in objects.items()})
+    fine = decode.fine_map(instance, lut, semantic, tag_lut)
+    assert (fine[semantic == TAG["Building"]] == 0).all()
+    assert (fine == 3).sum() > 5 and set(np.unique(semantic[fine == 3])) == {TAG["Static"]}
+    assert (decode.fine_map(instance, lut) == 5).sum() > 0  # by the id alone, the building would count
