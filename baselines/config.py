@@ -156,6 +156,18 @@ def _named_model(docs: list[tuple[str, dict]]) -> tuple[str, str] | None:
     return None
 
 
+def _for_family(doc: dict, family: str) -> dict:
+    """A document that names no model is shared by the families (tiny sets the budget of the prototype
+    model and of its softmax reference alike): its model keys that another family takes and this one
+    does not are left out. Keys no family takes stay, and are refused by merge."""
+    model = doc.get("model")
+    if not isinstance(model, dict) or "name" in model:
+        return doc
+    own = MODELS[family].model_defaults
+    known = {k for spec in MODELS.values() for k in spec.model_defaults}
+    return {**doc, "model": {k: v for k, v in model.items() if k in own or k not in known}}
+
+
 def load_config(name_or_path: str | Path = "paper", model: str | None = None) -> dict:
     """The family's defaults, then the file's `base` chain, then the file itself; not yet validated.
     The family is `model`, else the model the files name, else the prototype model. A file written for
@@ -170,7 +182,7 @@ def load_config(name_or_path: str | Path = "paper", model: str | None = None) ->
                           f"model (packaged: {', '.join(sorted(p.stem for p in config_dir().glob('*.yaml')))})")
     cfg = schema(family)
     for source, doc in docs:
-        cfg = merge(cfg, doc, source)
+        cfg = merge(cfg, _for_family(doc, family), source)
     cfg["model"]["name"] = family
     return cfg
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import Dataset
 
-from vca_data.episodes import EpisodeReader, read_manifest
+from vca_data.episodes import EpisodeError, EpisodeReader, read_manifest
 from vca_data.labels import SPLITS, Catalogue, default_catalogue, episode_labels
 from vca_data.transforms import Normalize, ToTensor
 
@@ -40,7 +40,9 @@ class OpenSetDataset(Dataset):
     persistent, to see the new epoch). Without a seed each call draws fresh randomness.
 
     Episode files are opened lazily, once per process, so every DataLoader worker gets its own h5py
-    handle.
+    handle. With `check_files` (the default) each listed file's header is checked when the dataset
+    opens, so a truncated, foreign or shorter-than-listed episode fails at once with an EpisodeError
+    naming the file, not inside a DataLoader worker after the first steps.
     """
 
     def __init__(
@@ -55,6 +57,7 @@ class OpenSetDataset(Dataset):
         normalize_depth: bool = False,
         with_instance: bool = False,
         seed: int | None = None,
+        check_files: bool = True,
     ):
         self.data_dir = Path(data_dir)
         if split is not None and split not in SPLITS:
@@ -86,12 +89,24 @@ class OpenSetDataset(Dataset):
                 f"{self.data_dir}: no complete episodes with split={split!r}, scenarios={self.scenarios!r} "
                 f"in {self.data_dir / 'manifest.json'}"
             )
+        if check_files:
+            for entry in self.episodes:
+                self._check_file(entry)
         counts = [len(range(0, e["frames"], self.frame_step)) for e in self.episodes]
         self._episode_of = np.repeat(np.arange(len(self.episodes)), counts)
         self._frame_of = np.concatenate([np.arange(0, e["frames"], self.frame_step) for e in self.episodes])
         self._finish = [ToTensor(label_keys=("label", "fine", "instance")), Normalize()]
         self._readers: dict[int, EpisodeReader] = {}
         self._pid = os.getpid()
+
+    def _check_file(self, entry: dict) -> None:
+        path = self.data_dir / entry["file"]
+        manifest = self.data_dir / "manifest.json"
+        if not path.is_file():
+            raise EpisodeError(f"{path}: listed in {manifest} but missing")
+        with EpisodeReader(path) as reader:  # checks format, version, attributes and layout
+            if len(reader) < entry["frames"]:
+                raise EpisodeError(f"{path}: {len(reader)} frames, {manifest} lists {entry['frames']}")
 
     def __len__(self) -> int:
         return len(self._frame_of)

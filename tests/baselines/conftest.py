@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from baselines.config import build_config
+from baselines.config import build_config, schema
 from vca_data.synthetic_episodes import make_synthetic_episode
 
 EPISODES = [("Town01", "parking", 0), ("Town03", "construction", 1), ("Town02", "parking", 2), ("Town07", "construction", 3)]
@@ -45,5 +45,7 @@ def micro_overrides() -> list[str]:
 @pytest.fixture
 def micro_config():
     def make(model: str = "prototype", *extra: str) -> dict:
-        return build_config("tiny", MICRO + list(extra), model=model)
+        own = schema(model)["model"]  # the micro settings this family takes
+        micro = [m for m in MICRO if not m.startswith("model.") or m[6:].split("=")[0].split(".")[0] in own]
+        return build_config("tiny", micro + list(extra), model=model)
     return make

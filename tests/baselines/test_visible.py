@@ -1,0 +1,126 @@
+"""Runs that show what they learn and read: config numbers, prediction panels, TensorBoard events, the
+data a run reads, broken episodes found when the dataset opens, and the softmax segmenter family."""
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from baselines.cli import main
+from baselines.config import ConfigError, build_config, load_config
+from baselines.openset import prediction_panel, probability_colors
+from baselines.registry import build_model
+from vca_data.episodes import EpisodeError
+from vca_data.labels import TRAIN_PALETTE, UNKNOWN, UNKNOWN_COLOR, VOID
+
+
+@pytest.mark.parametrize("raw", ["1e-10", "1.0e-10", "1E-3", "5", "-0.5e1", "inf"])
+def test_set_reads_every_float(raw):
+    cfg = build_config("tiny", [f"model.eps={raw}"]) if raw != "-0.5e1" else None
+    if cfg is not None:
+        assert cfg["model"]["eps"] == float(raw) and isinstance(cfg["model"]["eps"], float)
+    else:
+        with pytest.raises(ConfigError, match="eps"):  # parsed as a number, refused by range
+            build_config("tiny", [f"model.eps={raw}"])
+
+
+def test_yaml_file_exponent_without_dot_is_a_number(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("base: tiny\nmodel:\n  eps: 1e-10\ntrain:\n  lr: 3e-4\n")
+    cfg = build_config(path)
+    assert cfg["model"]["eps"] == 1e-10 and cfg["train"]["lr"] == 3e-4
+
+
+def test_paper_config_follows_the_authors_eps():
+    assert load_config("paper")["model"]["eps"] == pytest.approx(1e-10)
+
+
+def test_config_of_another_family_is_refused_by_name(tmp_path):
+    path = tmp_path / "seg.yaml"
+    path.write_text("base: tiny\nmodel:\n  name: segmenter\n")
+    with pytest.raises(ConfigError, match="segmenter"):
+        build_config("tiny", ["model.name=segmenter"])
+    assert build_config(path)["model"]["name"] == "segmenter"
+
+
+def test_panel_layout_and_colours():
+    h, w = 6, 5
+    rgb = np.full((h, w, 3), 7, np.uint8)
+    truth = np.zeros((h, w), np.uint8)
+    truth[0, 0], truth[1, 1] = UNKNOWN, VOID
+    pred = np.full((h, w), 10, np.uint8)  # sky
+    score = np.zeros((h, w), np.float32)
+    score[2, 3] = 1.0
+    panel = prediction_panel(rgb, truth, pred, score, gap=2)
+    assert panel.shape == (h, 4 * w + 3 * 2, 3)
+    parts = [panel[:, i * (w + 2): i * (w + 2) + w] for i in range(4)]
+    assert (panel[:, w:w + 2] == 255).all()  # white gaps
+    assert (parts[0] == 7).all()
+    assert tuple(parts[1][0, 0]) == UNKNOWN_COLOR and tuple(parts[1][1, 1]) == (0, 0, 0)
+    assert tuple(parts[1][2, 2]) == tuple(TRAIN_PALETTE[0])
+    assert (parts[2] == TRAIN_PALETTE[10]).all()
+    assert tuple(parts[3][2, 3]) == tuple(probability_colors(np.ones((1, 1)))[0, 0])
+    assert parts[3][0, 0].sum() < 30 and parts[3][2, 3].sum() > 400  # inferno: black 0, bright yellow 1
+    with pytest.raises(ValueError, match="differ in size"):
+        prediction_panel(rgb, truth, pred[:3], score)
+
+
+def test_tensorboard_events_and_data_lines(open_set_data, micro_overrides, tmp_path, capsys):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = tmp_path / "run"
+    sets = [x for item in micro_overrides + ["train.iters=2", "train.eval_every=2", "train.panels=2",
+                                              "model.second_stream=null"] for x in ("--set", item)]
+    assert main(["train", "--model", "prototype", "--config", "tiny", "--data", str(open_set_data), "--out", str(run),
+                 "--quiet", *sets]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith(f"data: {open_set_data}")
+    assert "train split (trained on): 6 frames (construction 3, parking 3)" in out[1]
+    assert "shopping trolley" in out[1] and "garbage bin" in out[2] and "test split (evaluated on)" in out[2]
+    assert out[-1] == f"curves and prediction panels: tensorboard --logdir {run}"
+    events = EventAccumulator(str(run / "tensorboard"), size_guidance={"images": 0})
+    events.Reload()
+    tags = events.Tags()
+    assert {"loss/total", "loss/ce", "lr", "speed/images_per_s", "speed/data_wait_share", "eval/miou",
+            "eval/ca_iou"} <= set(tags["scalars"])
+    assert [e.step for e in events.Scalars("loss/total")] == [1, 2]
+    assert sorted(tags["images"]) == ["predictions/construction", "predictions/parking"]
+    image = events.Images("predictions/parking")[0]
+    assert image.step == 2 and image.width == 4 * 56 + 3 * 4 and image.height == 40
+
+
+def test_truncated_episode_is_named_when_the_dataset_opens(open_set_data, micro_overrides, tmp_path, capsys):
+    data = tmp_path / "data"
+    shutil.copytree(open_set_data, data)
+    victim = sorted((data / "episodes").glob("Town01*.h5"))[0]
+    victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 3])
+    from vca_data.datasets import OpenSetDataset
+
+    with pytest.raises(EpisodeError, match=victim.name):
+        OpenSetDataset(data, split="train")
+    sets = [x for item in micro_overrides for x in ("--set", item)]
+    assert main(["train", "--model", "prototype", "--config", "tiny", "--data", str(data), "--out",
+                 str(tmp_path / "run"), "--quiet", *sets]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and victim.name in err[0]
+    assert not (tmp_path / "run").exists()
+
+
+def test_segmenter_closed_set_ignores_unknown_and_open_set_learns_it(micro_config):
+    torch.manual_seed(0)
+    closed = build_model(micro_config("segmenter", "model.second_stream=null"))
+    opened = build_model(micro_config("segmenter", "model.second_stream=null", "model.unknown_class=true"))
+    image = torch.randn(1, 3, 32, 32)
+    label = torch.zeros(1, 32, 32, dtype=torch.long)
+    label[0, :8] = UNKNOWN
+    out = closed.segment({"image": image})
+    assert out["logits"].shape == (1, 19, 32, 32) and out["last_stage"].shape[-2:] == (1, 1)
+    loss_all = closed.loss(closed({"image": image}), {"label": label})["loss"]
+    only_known = label.clone()
+    only_known[0, :8] = VOID
+    assert torch.allclose(loss_all, closed.loss(closed({"image": image}), {"label": only_known})["loss"])
+    assert opened({"image": image})["logits"].shape == (1, 20, 32, 32)
+    pred = opened.predict({"image": image})
+    assert pred["unknown_prob"].shape == (1, 32, 32)
+    assert 0 <= float(closed.predict({"image": image})["unknown_prob"].min())
