@@ -70,7 +70,7 @@ class ProposalWorker(QThread):
         self.ok = False
 
     def run(self) -> None:
-        from annotator.propose import run_proposals  # heavy (flow); only loaded when asked for
+        from annotator.proposals import run_proposals  # heavy (flow); only loaded when asked for
 
         # The run starts from an empty file, so that it proposes for every track (manual labels
         # included: the disagreeing filter compares them); the session merges it when done.

@@ -44,9 +44,10 @@ def build_gui_parser() -> argparse.ArgumentParser:
 def build_command_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vca-annotate", description="Batch commands of the annotator.")
     subparsers = parser.add_subparsers(dest="command", required=True)
-    from annotator import propose  # the flow stack is heavy: only loaded for the subcommands
+    # The flow stack is heavy: only loaded for the subcommands.
+    from annotator.proposals.command import register
 
-    propose.register(subparsers)
+    register(subparsers)
     export = subparsers.add_parser(
         "export", help="write motion labels as COCO JSON, KITTI-MOTS motion txt or colour PNGs",
         description="Write DIR's motion_labels.json in a release format. coco: one COCO instance JSON "

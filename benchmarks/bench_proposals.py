@@ -1,4 +1,4 @@
-"""Benchmark of the automatic moving/static proposals (annotator.propose) against the true state of every
+"""Benchmark of the automatic moving/static proposals (annotator.proposals) against the true state of every
 track, with depth + pose ("ego" mode) and from flow alone ("flow" mode).
 
 Data: motion sequences exported from the offline world (`vca-carla collect --parked 8` + `vca-carla
@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from annotator.propose import PROPOSAL_PRESET, run_proposals
+from annotator.proposals import PROPOSAL_PRESET, run_proposals
 from vca_data import flow as vf
 from vca_data.formats.folders import list_sequences, open_sequence
 from vca_data.formats.motion_labels import MotionLabels

@@ -1,0 +1,141 @@
+"""House rules checked on the source itself: no two modules of the project import each other, directly
+or around a longer circle (a reader must be able to understand a module from the ones below it), and no
+file outside tests is over 800 lines. Imports are read with ast, inside functions too: a lazy import
+still ties the two modules together."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("vca_data", "carla_scenarios", "annotator", "analysis", "baselines")
+MAX_LINES = 800
+
+# Import circles left in place because they are the honest shape, each with the reason (none so far;
+# an entry whose circle has been opened should come off).
+ALLOWED_CIRCLES: dict[frozenset[str], str] = {}
+# Circles that other changes are opening now; the lead takes them off when those land. Not checked for
+# staleness, so that those changes can land in any order.
+OPENING_ELSEWHERE: list[frozenset[str]] = [
+    frozenset({"baselines.engine", "baselines.evaluate"}),  # being opened by another change
+    frozenset({"carla_scenarios.offline.world", "carla_scenarios.offline.actors",  # being opened by another change
+               "carla_scenarios.offline.client", "carla_scenarios.offline.sensors",
+               "carla_scenarios.offline.traffic"}),
+]
+# Files allowed over MAX_LINES, with the reason.
+ALLOWED_LONG: dict[str, str] = {}
+
+
+def module_files() -> dict[str, Path]:
+    """Dotted module name -> file, for every module of the project's packages."""
+    out = {}
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            parts = path.relative_to(ROOT).with_suffix("").parts
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+            out[".".join(parts)] = path
+    return out
+
+
+def imported_modules(name: str, path: Path, modules: set[str]) -> set[str]:
+    """Project modules that module `name` (at `path`) imports anywhere in its text. `from P import X`
+    counts as importing P.X when that is a module, else P; relative imports are resolved."""
+    is_package = path.name == "__init__.py"
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = name.split(".")
+                anchor = anchor[: len(anchor) - node.level + (1 if is_package else 0)]
+                base = ".".join(anchor + ([base] if base else []))
+            targets = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base for alias in node.names]
+        else:
+            continue
+        for target in targets:
+            # `import a.b.c` of a name that is not a module itself (an attribute): its nearest module.
+            while target and target not in modules:
+                target = target.rpartition(".")[0]
+            if target and target != name:
+                found.add(target)
+    return found
+
+
+def import_graph() -> dict[str, set[str]]:
+    files = module_files()
+    names = set(files)
+    return {name: imported_modules(name, path, names) for name, path in files.items()}
+
+
+def strongly_connected(graph: dict[str, set[str]]) -> list[set[str]]:
+    """Tarjan's strongly connected components with more than one module: the import circles."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    out: list[set[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for other in sorted(graph.get(node, ())):
+            if other not in index:
+                visit(other)
+                low[node] = min(low[node], low[other])
+            elif other in on_stack:
+                low[node] = min(low[node], index[other])
+        if low[node] == index[node]:
+            component = set()
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.add(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                out.append(component)
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return out
+
+
+def test_the_checker_finds_circles():
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": set()}
+    assert strongly_connected(graph) == [{"a", "b", "c"}]
+    assert strongly_connected({"a": {"b"}, "b": set()}) == []
+
+
+def test_imports_resolve_relative_and_from_forms(tmp_path):
+    source = tmp_path / "mod.py"
+    source.write_text("import p.x.attr\nfrom p import y, not_a_module\nfrom . import z\n"
+                      "def f():\n    from .y import thing\n", encoding="utf-8")
+    modules = {"p", "p.x", "p.y", "p.z", "p.w"}
+    assert imported_modules("p.w", source, modules) == {"p.x", "p.y", "p", "p.z"}
+
+
+def test_no_module_imports_one_that_imports_it_back():
+    circles = strongly_connected(import_graph())
+    unexplained = []
+    for circle in circles:
+        if not any(circle <= allowed for allowed in [*ALLOWED_CIRCLES, *OPENING_ELSEWHERE]):
+            unexplained.append(" <-> ".join(sorted(circle)))
+    assert not unexplained, "import circles (move the shared piece below both): " + "; ".join(unexplained)
+
+
+def test_no_file_outside_tests_is_over_800_lines():
+    long = []
+    for path in sorted(ROOT.rglob("*.py")):
+        relative = path.relative_to(ROOT).as_posix()
+        if relative.startswith(("tests/", ".venv/", "build/")) or "/." in f"/{relative}":
+            continue
+        lines = len(path.read_text(encoding="utf-8").splitlines())
+        if lines > MAX_LINES and relative not in ALLOWED_LONG:
+            long.append(f"{relative} ({lines} lines)")
+    assert not long, f"files over {MAX_LINES} lines: " + ", ".join(long)
