@@ -55,10 +55,16 @@ def obstacle_of(actor) -> Obstacle | None:
     return Obstacle(actor.id, kind, corners, (vel.x, vel.y) if vel is not None else (0.0, 0.0))
 
 
-def obstacles_from_actors(actors, ego_id: int) -> list[Obstacle]:
+def obstacles_from_actors(actors, ego_id: int, footprints: dict[int, np.ndarray] | None = None) -> list[Obstacle]:
+    """The obstacles among `actors` (the ego left out); `footprints` gives the corners of actors whose
+    box cannot be trusted (the scenario's props: see `carla_scenarios.footprints`)."""
     out = []
+    footprints = footprints or {}
     for actor in actors:
         if actor.id == ego_id:
+            continue
+        if actor.id in footprints:
+            out.append(Obstacle(actor.id, "static", footprints[actor.id], (0.0, 0.0)))
             continue
         ob = obstacle_of(actor)
         if ob is not None:

@@ -30,6 +30,7 @@ import numpy as np
 
 from carla_scenarios import decode
 from carla_scenarios.agent import AvoidingAgent, obstacles_from_actors
+from carla_scenarios.footprints import scenario_footprints
 from carla_scenarios.recorder import EpisodeRecorder
 from carla_scenarios.rig import MAX_DT, ActorRegistry, SensorRig, SynchronousMode
 from carla_scenarios.route import Route, lane_route
@@ -616,6 +617,7 @@ def collect_episode(client, spec: EpisodeSpec, options: CollectOptions, data_dir
         # wheelbase about 1.2 half-lengths for CARLA's cars; pure pursuit tolerates the approximation
         agent = AvoidingAgent(route, half_length=float(ext.x), half_width=float(ext.y),
                               target_speed=options.target_speed, speed_limit=speed_limit, wheelbase=1.2 * float(ext.x))
+        footprints = scenario_footprints(registry.actors, unknown_objects, classes)  # after the props settled
         lut = decode.fine_lookup({o["actor_id"]: o["fine_id"] for o in unknown_objects})
         tag_lut = decode.tag_lookup({o["actor_id"]: o["semantic_tags"] for o in unknown_objects})
         key_of = {decode.instance_key(o["actor_id"]): o["actor_id"] for o in unknown_objects}
@@ -644,7 +646,7 @@ def collect_episode(client, spec: EpisodeSpec, options: CollectOptions, data_dir
             ego_tf = ego.get_transform()
             vel = ego.get_velocity()
             speed = math.hypot(vel.x, vel.y)
-            obstacles = obstacles_from_actors(world.get_actors(), ego.id)
+            obstacles = obstacles_from_actors(world.get_actors(), ego.id, footprints)
             c = agent.run_step(obstacles, ego_tf.location.x, ego_tf.location.y, ego_tf.rotation.yaw, speed, options.dt)
             ego.apply_control(carla.VehicleControl(throttle=c.throttle, steer=c.steer, brake=c.brake))
             rf = rig.tick()

@@ -271,6 +271,9 @@ class World:
         if attach_to is None and self._overlapping(placed, bbox, exclude=()):
             return None, f"Spawn failed because of collision at spawn position ({loc.x:.2f}, {loc.y:.2f}, {loc.z:.2f})"
         actor = self._make(cls, blueprint, placed, attach_to, tags, bbox)
+        if bp_id.startswith("static.prop."):  # a server's static prop reports its box turned by its yaw (#8663)
+            actor.bounding_box = carla.BoundingBox(bbox.location, bbox.extent)
+            actor.bounding_box.rotation = carla.Rotation(yaw=placed.rotation.yaw)
         actor._body = self._renderer.add_body(boxes, actor.id, actor.get_transform())
         return actor, ""
 
@@ -476,7 +479,7 @@ def _copy_settings(settings: carla.WorldSettings) -> carla.WorldSettings:
 def _world_box(transform: carla.Transform, bbox: carla.BoundingBox) -> tuple[np.ndarray, np.ndarray, float, tuple]:
     """2D centre, half extents, yaw and z range of an actor's bounding box placed at transform."""
     c = transform.transform(carla.Location(bbox.location.x, bbox.location.y, bbox.location.z))
-    yaw = transform.rotation.yaw + bbox.rotation.yaw
+    yaw = transform.rotation.yaw  # the offline world's own boxes are never turned (a prop's reported one is)
     e = bbox.extent
     return np.array([c.x, c.y]), np.array([e.x, e.y]), yaw, (c.z - e.z, c.z + e.z)
 

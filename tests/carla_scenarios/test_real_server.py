@@ -170,3 +170,49 @@ def test_scenery_with_a_props_instance_id_is_not_counted_as_the_prop():
     assert (fine[semantic == TAG["Building"]] == 0).all()
     assert (fine == 3).sum() > 5 and set(np.unique(semantic[fine == 3])) == {TAG["Static"]}
     assert (decode.fine_map(instance, lut) == 5).sum() > 0  # by the id alone, the building would count
+
+
+# -- 2: prop footprints -------------------------------------------------------------------------------
+
+def _long_axis_deg(corners: np.ndarray) -> float:
+    edges = np.roll(corners, -1, axis=0) - corners
+    longest = edges[int(np.argmax(np.hypot(edges[:, 0], edges[:, 1])))]
+    return float(np.degrees(np.arctan2(longest[1], longest[0])) % 180.0)
+
+
+def test_prop_footprint_turns_by_the_spawn_yaw_once(caplog):
+    """A server's static prop reports its box already turned by its yaw (carla #8663, imitated by the
+    offline world): get_world_vertices turns it twice, the collector's footprint once."""
+    from types import SimpleNamespace
+
+    from carla_scenarios.agent import obstacles_from_actors
+    from carla_scenarios.footprints import SHAPE_EXTENTS, prop_extent, scenario_footprints
+    from vca_data.labels import UnknownClass
+
+    _, world, _ = synchronous_world("Town01", PORT, dt=0.05)
+    wp = world.get_map().get_waypoint(world.get_map().get_spawn_points()[0].location).next(10.0)[0]
+    tf = carla.Transform(wp.transform.location, carla.Rotation(yaw=wp.transform.rotation.yaw + 45.0))
+    barrier = world.spawn_actor(world.get_blueprint_library().find("static.prop.streetbarrier"), tf)
+    try:
+        assert barrier.bounding_box.rotation.yaw == pytest.approx(tf.rotation.yaw)
+        ext = barrier.bounding_box.extent
+        assert max(ext.x, ext.y) > 2 * min(ext.x, ext.y)  # an elongated prop
+        long_axis = (tf.rotation.yaw + (0.0 if ext.x > ext.y else 90.0)) % 180.0
+        record = {"actor_id": barrier.id, "class": "street barrier", "transform": [0, 0, 0, 0, tf.rotation.yaw, 0]}
+        cls = UnknownClass("street barrier", 7, "barrier", "train", "barrier", ())
+        fps = scenario_footprints([barrier], [record], [cls])
+        (ob,) = [o for o in obstacles_from_actors([barrier], -1, fps)]
+        assert _long_axis_deg(ob.corners_xy) == pytest.approx(long_axis, abs=0.5)
+        (twice,) = obstacles_from_actors([barrier], -1)
+        assert abs(_long_axis_deg(twice.corners_xy) - long_axis) > 30  # the double turn
+        # the footprint covers the box the world collides with: a second prop in its middle cannot spawn
+        assert world.try_spawn_actor(world.get_blueprint_library().find("static.prop.constructioncone"), tf) is None
+    finally:
+        barrier.destroy()
+    # zero, infinite or NaN extents: the catalogue shape's size, with a warning
+    for bad in (carla.Vector3D(0, 0, 0), carla.Vector3D(float("inf"), 1, 1), carla.Vector3D(float("nan"), 1, 1)):
+        fake = SimpleNamespace(id=9, type_id="static.prop.mesh", bounding_box=carla.BoundingBox(carla.Location(), bad))
+        with caplog.at_level("WARNING"):
+            extent, measured = prop_extent(fake, "pole")
+        assert extent == SHAPE_EXTENTS["pole"] and not measured
+        assert "static.prop.mesh" in caplog.text
