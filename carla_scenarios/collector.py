@@ -30,6 +30,7 @@ import numpy as np
 
 from carla_scenarios import decode
 from carla_scenarios.agent import AvoidingAgent, obstacles_from_actors
+from carla_scenarios.cleanup import ROLES, ServerLink, destroy_leftovers
 from carla_scenarios.footprints import scenario_footprints
 from carla_scenarios.recorder import EpisodeRecorder
 from carla_scenarios.rig import MAX_DT, ActorRegistry, SensorRig, SynchronousMode
@@ -333,7 +334,14 @@ def _blueprint(library, bp_id: str, attributes: dict | None = None):
         raise EpisodeSkipped(f"blueprint {bp_id} is not in this server's blueprint library") from None
     for key, value in (attributes or {}).items():
         bp.set_attribute(key, str(value))
+    _set_role(bp, "prop")
     return bp
+
+
+def _set_role(bp, kind: str) -> None:
+    """Give a blueprint our role name of `kind` (where it has the attribute): leftovers can be found."""
+    if bp.has_attribute("role_name"):
+        bp.set_attribute("role_name", ROLES[kind])
 
 
 def spawn_unknown_objects(world, registry: ActorRegistry, layout: Layout, route: Route) -> list[dict]:
@@ -370,8 +378,7 @@ def _pick_car(cars: list, rng: np.random.Generator, role: str):
         values = bp.get_attribute("color").recommended_values
         if values:
             bp.set_attribute("color", values[int(rng.integers(len(values)))])
-    if bp.has_attribute("role_name"):
-        bp.set_attribute("role_name", role)
+    _set_role(bp, role)
     return bp
 
 
@@ -397,7 +404,7 @@ def spawn_traffic(client, world, registry: ActorRegistry, rng: np.random.Generat
     order = rng.permutation(len(points))[:count]
     batch = []
     for k in order:
-        bp = _pick_car(cars, rng, "autopilot")
+        bp = _pick_car(cars, rng, "traffic")
         cmd = command_module(bp)
         batch.append(cmd.SpawnActor(bp, points[int(k)]).then(cmd.SetAutopilot(cmd.FutureActor, True, tm_port)))
     ids = [r.actor_id for r in client.apply_batch_sync(batch, True) if not r.error]
@@ -423,6 +430,7 @@ def spawn_walkers(client, world, registry: ActorRegistry, rng: np.random.Generat
         if loc is None or any(loc.distance(a) < 4.0 for a in avoid):
             continue
         bp = walker_bps[int(rng.integers(len(walker_bps)))]
+        _set_role(bp, "walker")
         if bp.has_attribute("is_invincible"):
             bp.set_attribute("is_invincible", "false")
         batch.append(command_module(bp).SpawnActor(bp, carla.Transform(loc + carla.Location(z=1.0))))
@@ -523,6 +531,7 @@ def spawn_scenario_walkers(world, registry: ActorRegistry, layout: Layout, route
     for wp in layout.walkers if walker_bps else ():
         x, y, z, yaw = world_pose(route, wp.s, wp.t, wp.yaw)
         bp = walker_bps[int(rng.integers(len(walker_bps)))]
+        _set_role(bp, "scene_walker")
         actor = registry.try_spawn(bp, _transform(x, y, z + 1.0, yaw))
         if actor is not None:
             out.append(actor)
@@ -565,9 +574,11 @@ def collect_episode(client, spec: EpisodeSpec, options: CollectOptions, data_dir
     classes = catalogue.unknown_classes(spec.split, spec.scenario)
     tm = client.get_trafficmanager(options.tm_port)
 
+    destroy_leftovers(client, world)  # of a run that died without cleaning up (the --resume case)
     with contextlib.ExitStack() as stack:
-        stack.enter_context(SynchronousMode(world, options.dt, tm))
-        registry = stack.enter_context(ActorRegistry(world))
+        link = ServerLink()  # after a time-out, cleanup asks nothing more of the server
+        stack.enter_context(SynchronousMode(world, options.dt, tm, link))
+        registry = stack.enter_context(ActorRegistry(world, client, link))
         tm.set_random_device_seed(int(rng.integers(2**31)))
         world.set_weather(weather)
 
@@ -580,8 +591,7 @@ def collect_episode(client, spec: EpisodeSpec, options: CollectOptions, data_dir
         # the ego is a passenger car: trucks and buses do not fit under the trees that overhang lanes
         small = [b for b in cars if b.has_attribute("base_type") and b.get_attribute("base_type").as_str() == "car"]
         ego_bp = (small or cars)[int(rng.integers(len(small or cars)))]
-        if ego_bp.has_attribute("role_name"):
-            ego_bp.set_attribute("role_name", "hero")
+        _set_role(ego_bp, "ego")
         ego_tf = carla.Transform(spawn.location + carla.Location(z=0.3), spawn.rotation)
         ego = registry.try_spawn(ego_bp, ego_tf)
         if ego is None:

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import carla
 
+from carla_scenarios.cleanup import ROLES, ServerLink, destroy_actors
+
 log = logging.getLogger(__name__)
 
 CAMERAS = {
@@ -39,13 +41,14 @@ class SynchronousMode:
     """Context manager: synchronous mode with `fixed_delta_seconds = dt` (also on the Traffic Manager);
     the world's previous settings are restored on exit, whatever happened."""
 
-    def __init__(self, world, dt: float, traffic_manager=None):
+    def __init__(self, world, dt: float, traffic_manager=None, link: ServerLink | None = None):
         if not 0.0 < dt <= MAX_DT:
             raise ValueError(f"time step must be in (0, {MAX_DT:g}] s (CARLA's physics is not reliable above "
                              f"{MAX_DT:g} s), got {dt}")
         self.world = world
         self.dt = dt
         self.traffic_manager = traffic_manager
+        self.link = link or ServerLink()
         self._saved = None
 
     def __enter__(self) -> SynchronousMode:
@@ -64,27 +67,28 @@ class SynchronousMode:
             self.traffic_manager.set_synchronous_mode(True)
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, exc, tb) -> None:
         if self._saved is None:
             return
-        try:
-            if self.traffic_manager is not None:
-                self.traffic_manager.set_synchronous_mode(False)
-        except Exception as e:  # a lost server must not hide the error that got us here
-            log.warning("could not reset the traffic manager's synchronous mode: %s", e)
-        try:
-            self.world.apply_settings(self._saved)
-        except Exception as e:
-            log.warning("could not restore the world settings: %s", e)
+        self.link.note(exc)
+        if self.traffic_manager is not None:
+            self.link.call("reset the traffic manager's synchronous mode", self.traffic_manager.set_synchronous_mode, False)
+        # asynchronous always: "previous" settings that were synchronous are a killed run's leftovers,
+        # and a synchronous server without a client waits for ticks forever
+        self._saved.synchronous_mode = False
+        self.link.call("restore the world settings", self.world.apply_settings, self._saved)
         self._saved = None
 
 
 class ActorRegistry:
-    """Every actor the collector spawns is registered here and destroyed on exit (sensors stopped and
-    destroyed first, walker controllers stopped, then everything else in reverse order)."""
+    """Every actor the collector spawns is registered here and destroyed on exit: sensors and walker
+    controllers stopped, then all destroyed in one batch through `client` (one call per actor without
+    one); after a time-out of the server nothing more is asked of it."""
 
-    def __init__(self, world):
+    def __init__(self, world, client=None, link: ServerLink | None = None):
         self.world = world
+        self.client = client
+        self.link = link or ServerLink()
         self.actors: list = []
 
     def __enter__(self) -> ActorRegistry:
@@ -105,6 +109,13 @@ class ActorRegistry:
 
     def destroy_all(self) -> int:
         """Destroy every registered actor; returns how many could not be destroyed."""
+        if self.client is not None:
+            failed = destroy_actors(self.client, list(reversed(self.actors)), self.link)
+            if failed:
+                log.warning("could not destroy %d of %d actors%s", failed, len(self.actors),
+                            " (the server is gone)" if self.link.dead else "")
+            self.actors = []
+            return failed
         failed = 0
 
         def order(a):
@@ -113,6 +124,9 @@ class ActorRegistry:
 
         first_error = None
         for actor in sorted(reversed(self.actors), key=order):
+            if self.link.dead:
+                failed += 1
+                continue
             try:
                 if actor.type_id.startswith(("sensor.", "controller.")):
                     actor.stop()
@@ -120,12 +134,14 @@ class ActorRegistry:
             except Exception as e:  # a lost server fails every call: report once, not per actor
                 failed += 1
                 first_error = first_error or e
+                self.link.note(e)
         if failed:
             log.warning("could not destroy %d of %d actors (%s)", failed, len(self.actors), first_error)
         self.actors = []
         return failed
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.link.note(exc)
         self.destroy_all()
 
 
@@ -155,11 +171,16 @@ class SensorRig:
             bp.set_attribute("image_size_x", str(width))
             bp.set_attribute("image_size_y", str(height))
             bp.set_attribute("fov", str(fov))
+            if bp.has_attribute("role_name"):
+                bp.set_attribute("role_name", ROLES["sensor"])
             sensor = registry.spawn(bp, mount, attach_to=ego)
             q: queue.Queue = queue.Queue()
             sensor.listen(q.put)
             self.queues[name] = q
-        collision = registry.spawn(library.find("sensor.other.collision"), carla.Transform(), attach_to=ego)
+        collision_bp = library.find("sensor.other.collision")
+        if collision_bp.has_attribute("role_name"):
+            collision_bp.set_attribute("role_name", ROLES["sensor"])
+        collision = registry.spawn(collision_bp, carla.Transform(), attach_to=ego)
         collision.listen(self._on_collision)
 
     def _on_collision(self, event) -> None:

@@ -6,18 +6,20 @@ from __future__ import annotations
 
 import contextlib
 import io
+import time
 from types import SimpleNamespace
 
 import pytest
 
-SERVER_LOST = "time-out of 10000ms while waiting for the simulator, make sure the simulator is ready and connected to localhost:2000"
+SERVER_LOST = "time-out of {ms}ms while waiting for the simulator, make sure the simulator is ready and connected to localhost:2000"
 
 
 class Faults:
     """What to break and when: `kind` is 'drop_frame', 'tick_raises' or 'disconnect'; `at_tick` counts
-    world ticks from the first one."""
+    world ticks from the first one. A lost server answers no call: each waits the client `timeout`
+    (seconds; short in tests) before it raises, as a real client does."""
 
-    def __init__(self, kind: str, at_tick: int, sensor: str = "sensor.camera.depth"):
+    def __init__(self, kind: str, at_tick: int, sensor: str = "sensor.camera.depth", timeout: float = 0.5):
         if kind not in ("drop_frame", "tick_raises", "disconnect"):
             raise ValueError(kind)
         self.kind = kind
@@ -25,10 +27,14 @@ class Faults:
         self.sensor = sensor
         self.ticks = 0
         self.disconnected = False
+        self.timeout = timeout
+        self.waits = 0  # calls that waited for the lost server
 
     def check(self) -> None:
         if self.disconnected:
-            raise RuntimeError(SERVER_LOST)
+            self.waits += 1
+            time.sleep(self.timeout)
+            raise RuntimeError(SERVER_LOST.format(ms=int(self.timeout * 1000)))
 
 
 class _Proxy:
@@ -37,8 +43,7 @@ class _Proxy:
         object.__setattr__(self, "_faults", faults)
 
     def __getattr__(self, name):
-        self._faults.check()
-        value = getattr(self._inner, name)
+        value = getattr(self._inner, name)  # attributes (id, type_id) are the client's; calls go to the server
         if callable(value):
             def call(*args, **kwargs):
                 self._faults.check()
@@ -99,6 +104,12 @@ def offline_client():
     client = Client("localhost", 2000)
     client.set_timeout(10.0)
     return client
+
+
+@pytest.fixture
+def faulty_actor():
+    """Wraps an actor so that its calls go to the fault-injecting server: `faulty_actor(actor, faults)`."""
+    return _Proxy
 
 
 @pytest.fixture

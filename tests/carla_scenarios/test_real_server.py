@@ -216,3 +216,99 @@ def test_prop_footprint_turns_by_the_spawn_yaw_once(caplog):
             extent, measured = prop_extent(fake, "pole")
         assert extent == SHAPE_EXTENTS["pole"] and not measured
         assert "static.prop.mesh" in caplog.text
+
+
+# -- 5: cleanup after a dead server -----------------------------------------------------------------
+
+def test_dead_server_with_50_actors_cleans_up_within_two_client_timeouts(faulty_client, faulty_actor, offline_client):
+    """Every call to a lost server waits the client timeout (the fault imitates it): destroying 50 actors
+    one call each took 50 timeouts; one batch, and nothing more after the first time-out."""
+    import time
+
+    from carla_scenarios.rig import ActorRegistry, SynchronousMode
+
+    client, faults = faulty_client("disconnect", at_tick=10**6)
+    faults.timeout = 0.5
+    world = client.get_world()
+    lib = offline_client.get_world().get_blueprint_library()
+    points = world.get_map().get_spawn_points()
+    sync = SynchronousMode(world, 0.05)
+    sync.__enter__()
+    registry = ActorRegistry(world, client, sync.link)
+    cameras = 0
+    for k in range(60):
+        if len(registry.actors) == 50:
+            break
+        bp = lib.find("sensor.camera.rgb") if k % 10 == 0 else lib.find("static.prop.constructioncone")
+        tf = points[k % len(points)]
+        tf = carla.Transform(tf.location + carla.Location(x=0.7 * (k // len(points)), z=0.3), tf.rotation)
+        actor = offline_client.get_world().try_spawn_actor(bp, tf)
+        if actor is not None:
+            cameras += bp.id.startswith("sensor.")
+            registry.add(faulty_actor(actor, faults))  # its calls go to the (lost) server too
+    assert len(registry.actors) == 50 and cameras >= 3
+    faults.disconnected = True
+    start = time.perf_counter()
+    registry.__exit__(None, None, None)
+    sync.__exit__(None, None, None)
+    assert time.perf_counter() - start < 2 * faults.timeout
+    assert faults.waits == 1
+
+
+def test_cleanup_after_a_lost_server_asks_nothing_more(faulty_client, tmp_path):
+    from carla_scenarios.collector import CollectOptions, EpisodeSpec, collect_episode
+
+    client, faults = faulty_client("disconnect", at_tick=8)
+    with pytest.raises(RuntimeError, match="waiting for the simulator"):
+        collect_episode(client, EpisodeSpec("Town02", "barrier", 2, "test"),
+                        CollectOptions(frames=4, frame_step=2, width=48, height=32, vehicles=2, walkers=2), tmp_path, "offline")
+    assert faults.waits == 1  # the tick that found the server gone; cleanup made no call
+
+
+# -- 6: leftovers of a killed run --------------------------------------------------------------------
+
+def test_leftovers_of_a_killed_run_are_destroyed_and_asynchronous_mode_restored(tmp_path):
+    """A killed run leaves its actors (role names of ours) and synchronous mode in a reused world; the
+    next episode destroys them, leaves other clients' actors alone and ends in asynchronous mode."""
+    from carla_scenarios.cleanup import ROLES
+    from carla_scenarios.collector import CollectOptions, EpisodeSpec, collect_episode
+    from carla_scenarios.offline import Client, command
+
+    client = Client("localhost", PORT + 2)
+    world = client.load_world("Town01")
+    lib = world.get_blueprint_library()
+    points = world.get_map().get_spawn_points()
+
+    def spawn(bp_id, role, tf, parent=None):
+        bp = lib.find(bp_id)
+        if role is not None:
+            bp.set_attribute("role_name", role)
+        return world.spawn_actor(bp, tf, attach_to=parent) if parent else world.spawn_actor(bp, tf)
+
+    hero = spawn("vehicle.audi.a2", "hero", points[0])
+    camera = spawn("sensor.camera.rgb", ROLES["sensor"], carla.Transform(), hero)
+    traffic = spawn("vehicle.audi.a2", ROLES["traffic"], points[1])
+    prop = spawn("static.prop.constructioncone", ROLES["prop"], carla.Transform(points[2].location + carla.Location(x=3)))
+    walker = spawn("walker.pedestrian.0001", ROLES["walker"], carla.Transform(world.get_random_location_from_navigation()))
+    (res,) = client.apply_batch_sync([command.SpawnActor(lib.find("controller.ai.walker"), carla.Transform(), walker.id)])
+    foreign = spawn("vehicle.audi.a2", "someone_else", points[3])
+    settings = world.get_settings()
+    settings.synchronous_mode, settings.fixed_delta_seconds = True, 0.05
+    world.apply_settings(settings)  # the killed run's synchronous mode
+
+    seen_roles: set[str] = set()
+
+    def roles(_tick):
+        for a in world.get_actors():
+            if a.id != foreign.id and not a.type_id.startswith(("controller.", "spectator")):
+                seen_roles.add(a.attributes.get("role_name", "?"))
+
+    options = CollectOptions(frames=2, frame_step=1, width=32, height=24, vehicles=2, walkers=2, parked=1)
+    collect_episode(client, EpisodeSpec("Town01", "barrier", 0, "train"), options, tmp_path, "offline", on_tick=roles)
+    left = {a.id for a in world.get_actors()}
+    for a in (hero, camera, traffic, prop, walker):
+        assert a.id not in left and not a.is_alive
+    assert res.actor_id not in left
+    assert foreign.id in left
+    assert seen_roles and seen_roles <= set(ROLES.values())
+    assert not world.get_settings().synchronous_mode
