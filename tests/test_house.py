@@ -6,6 +6,7 @@ still ties the two modules together."""
 from __future__ import annotations
 
 import ast
+import os
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,29 +40,34 @@ def module_files() -> dict[str, Path]:
     return out
 
 
-def imported_modules(name: str, path: Path, modules: set[str]) -> set[str]:
-    """Project modules that module `name` (at `path`) imports anywhere in its text. `from P import X`
-    counts as importing P.X when that is a module, else P; relative imports are resolved."""
+def import_targets(name: str, path: Path, modules: set[str]) -> set[str]:
+    """Dotted names that module `name` (at `path`) imports anywhere in its text, relative imports
+    resolved. `from P import X` gives P.X when that is one of `modules`, else P."""
     is_package = path.name == "__init__.py"
     found = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
         if isinstance(node, ast.Import):
-            targets = [alias.name for alias in node.names]
+            found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
                 anchor = name.split(".")
                 anchor = anchor[: len(anchor) - node.level + (1 if is_package else 0)]
                 base = ".".join(anchor + ([base] if base else []))
-            targets = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base for alias in node.names]
-        else:
-            continue
-        for target in targets:
-            # `import a.b.c` of a name that is not a module itself (an attribute): its nearest module.
-            while target and target not in modules:
-                target = target.rpartition(".")[0]
-            if target and target != name:
-                found.add(target)
+            found.update(f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base
+                         for alias in node.names)
+    return found
+
+
+def imported_modules(name: str, path: Path, modules: set[str]) -> set[str]:
+    """Project modules (of `modules`) that module `name` imports: an imported name that is not a module
+    itself (`import a.b.attr`) counts as its nearest enclosing module."""
+    found = set()
+    for target in import_targets(name, path, modules):
+        while target and target not in modules:
+            target = target.rpartition(".")[0]
+        if target and target != name:
+            found.add(target)
     return found
 
 
@@ -129,13 +135,44 @@ def test_no_module_imports_one_that_imports_it_back():
     assert not unexplained, "import circles (move the shared piece below both): " + "; ".join(unexplained)
 
 
+def source_files() -> list[Path]:
+    """The project's Python and shell files outside tests (hidden folders such as .venv, build output and
+    caches left out)."""
+    out = []
+    for folder, subfolders, files in os.walk(ROOT):
+        subfolders[:] = sorted(d for d in subfolders if not d.startswith(".") and d not in ("tests", "build",
+                               "__pycache__") and not d.endswith(".egg-info"))
+        out.extend(Path(folder) / f for f in sorted(files) if f.endswith((".py", ".sh")))
+    return out
+
+
 def test_no_file_outside_tests_is_over_800_lines():
+    files = source_files()
+    assert ROOT / "annotator" / "proposals" / "sequences.py" in files
     long = []
-    for path in sorted(ROOT.rglob("*.py")):
+    for path in files:
         relative = path.relative_to(ROOT).as_posix()
-        if relative.startswith(("tests/", ".venv/", "build/")) or "/." in f"/{relative}":
-            continue
         lines = len(path.read_text(encoding="utf-8").splitlines())
         if lines > MAX_LINES and relative not in ALLOWED_LONG:
             long.append(f"{relative} ({lines} lines)")
     assert not long, f"files over {MAX_LINES} lines: " + ", ".join(long)
+
+
+def test_qt_stays_out_of_the_proposals_and_the_session():
+    """The proposals run in a worker thread and from `vca-annotate propose` without a display, the session
+    in tests: neither they nor anything they import, directly or not, may import Qt."""
+    files = module_files()
+    names = set(files)
+    graph = import_graph()
+    starts = [n for n in names if n == "annotator.session" or n.startswith("annotator.proposals")]
+    assert "annotator.proposals.sequences" in starts
+    reached, todo = set(), list(starts)
+    while todo:
+        module = todo.pop()
+        if module not in reached:
+            reached.add(module)
+            todo.extend(graph[module])
+    with_qt = sorted(m for m in reached
+                     if any(t.split(".")[0] in ("PyQt5", "PyQt6", "PySide2", "PySide6")
+                            for t in import_targets(m, files[m], names)))
+    assert not with_qt, f"Qt imported by modules the proposals or the session import: {with_qt}"

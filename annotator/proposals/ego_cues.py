@@ -1,7 +1,6 @@
-"""Ego mode's cues (depth, intrinsics and poses): a track moves when its points' 3-D motion in metres,
-the camera's own removed, is beyond what static scenery shows (scene flow: compares near and far
-objects, sees motion along epipolar lines), or when its mask does not land where a static one's would
-(silhouettes: sees textureless objects move, whatever their inside shows)."""
+"""Ego mode's cues (depth, intrinsics, poses): a track moves when its 3-D motion in metres, the camera's
+removed, is beyond what static scenery shows (scene flow: near and far on one scale, motion along epipolar
+lines seen), or when its mask does not land where a static one's would (silhouettes: textureless objects)."""
 
 from __future__ import annotations
 

@@ -1,8 +1,6 @@
 """Flow mode's per-pair cues (images only): a track moves when its flow leaves the background's epipolar
-geometry (Sampson distance) or the flow it would have standing still on the road where it touches it,
-with the camera's motion and the road plane taken from the road's own homography (plane plus parallax:
-the essential matrix's translation errs by a degree, a quarter of a far object's flow near the focus of
-expansion). With a still camera, the residual to the background homography."""
+geometry, or the flow it would have standing still where it touches the road, whose motion and plane come
+from the road's own homography (plane plus parallax: the essential matrix errs near the focus of expansion)."""
 
 from __future__ import annotations
 

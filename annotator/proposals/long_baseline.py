@@ -1,7 +1,6 @@
-"""Flow mode's long-baseline cue: a far object moves by a fraction of a pixel per frame pair, under DIS's
-noise, so the camera's motion is chained over a track's frames and its ground contact, width and base
-centre are compared with where a static object would be many frames later; a far track that clearly
-departs from that is moving whatever its per-pair scores say."""
+"""Flow mode's long-baseline cue: a far object moves a fraction of a pixel per frame pair, under DIS's noise,
+so the camera's motion is chained over a track's frames and its contact, width and base centre compared with
+a static object's many frames later; a far track that clearly departs is moving whatever its pairs say."""
 
 from __future__ import annotations
 
