@@ -83,7 +83,7 @@ def cmd_collect(args) -> int:
         specs = col.shard_episodes(specs, *col.parse_shard(args.shard))
     out = Path(args.out)
 
-    client, description = col.connect(args.backend, args.host, args.port)
+    client, description = col.connect(args.backend, args.host, args.port, connect_timeout=args.connect_timeout)
     print(f"backend: {description}", flush=True)
     backend = col.backend_name(description)
 
@@ -124,6 +124,8 @@ def cmd_collect(args) -> int:
             return 1
         results.append(result)
         note = f", {len(result.collisions)} collision event(s)" if result.collisions else ""
+        if result.failed_spawns:
+            note += ", failed spawns: " + ", ".join(f"{n} {k}" for k, n in result.failed_spawns.items())
         tqdm.write(f"{spec.filename}: {result.frames} frames, {len(result.unknown_objects)} unknown objects "
                    f"({len(result.seen_objects)} seen){note}")
     frames = sum(r.frames for r in results)
@@ -185,10 +187,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", choices=SPLITS, help="all towns of a split (instead of --town)")
     p.add_argument("--scenario", default="all", help="barrier, construction, parking, comma list, or all (default)")
     p.add_argument("--backend", default="auto", choices=("auto", "carla", "offline"),
-                   help="auto: a CARLA server if one answers at host:port, else the offline world (default)")
+                   help="auto (default): the CARLA server at host:port when anything listens there (waiting up to "
+                        "--connect-timeout for it to answer), the offline world only when nothing does")
     p.add_argument("--host", default="localhost")
     p.add_argument("--port", type=int, default=2000)
     p.add_argument("--tm-port", type=int, default=8000, help="Traffic Manager port (default 8000)")
+    p.add_argument("--connect-timeout", type=float, default=60.0,
+                   help="seconds a server that accepts the connection may take to answer its first call, e.g. "
+                        "while it loads a map; then collection stops with an error (default 60)")
     p.add_argument("--episodes", type=int, default=1, help="episodes per town and scenario (default 1)")
     p.add_argument("--frames", type=int, default=20, help="recorded frames per episode (default 20)")
     p.add_argument("--frame-step", type=int, default=2, help="record every k-th simulation tick (default 2)")

@@ -30,8 +30,10 @@ import numpy as np
 
 from carla_scenarios import decode
 from carla_scenarios.agent import AvoidingAgent, obstacles_from_actors
+from carla_scenarios.backend import backend_name, connect, probe_carla  # noqa: F401 (the collector's API)
 from carla_scenarios.cleanup import ROLES, ServerLink, destroy_leftovers
 from carla_scenarios.footprints import scenario_footprints
+from carla_scenarios.props import enable_physics, settle_records, spawn_height
 from carla_scenarios.recorder import EpisodeRecorder
 from carla_scenarios.rig import MAX_DT, ActorRegistry, SensorRig, SynchronousMode
 from carla_scenarios.route import Route, lane_route
@@ -133,43 +135,6 @@ def episode_rng(spec: EpisodeSpec) -> np.random.Generator:
 # Backend
 # ---------------------------------------------------------------------------------------------
 
-def probe_carla(host: str, port: int, timeout: float = 2.0):
-    """A connected `carla.Client`, or None when no server answers within `timeout` seconds."""
-    client = carla.Client(host, port)
-    client.set_timeout(timeout)
-    try:
-        client.get_server_version()
-    except RuntimeError:
-        return None
-    return client
-
-
-def connect(backend: str, host: str, port: int, probe_timeout: float = 2.0, timeout: float = 30.0):
-    """(client, description) for backend 'auto', 'carla' or 'offline'; CollectError if a requested
-    CARLA server does not answer."""
-    if backend not in ("auto", "carla", "offline"):
-        raise ValueError(f"--backend must be auto, carla or offline, got {backend!r}")
-    if backend in ("auto", "carla"):
-        client = probe_carla(host, port, probe_timeout)
-        if client is not None:
-            client.set_timeout(timeout)
-            return client, f"carla (server {client.get_server_version()} at {host}:{port})"
-        if backend == "carla":
-            raise CollectError(
-                f"no CARLA server answered at {host}:{port} within {probe_timeout:g} s "
-                f"(start CarlaUE4.sh, check --host/--port, or use --backend offline)"
-            )
-    from carla_scenarios.offline import Client as OfflineClient  # silences PyBullet's import banner
-    client = OfflineClient(host, port)
-    client.set_timeout(timeout)
-    why = "" if backend == "offline" else f", no CARLA server at {host}:{port}"
-    return client, f"offline (in-process PyBullet world{why})"
-
-
-def backend_name(description: str) -> str:
-    return description.split(" ", 1)[0]
-
-
 def load_town(client, town: str):
     """The world with `town` loaded (reloading only when another map is loaded)."""
     world = client.get_world()
@@ -245,6 +210,7 @@ class EpisodeResult:
     seen_objects: set = field(default_factory=set)
     seconds: float = 0.0
     skipped: str | None = None
+    failed_spawns: dict = field(default_factory=dict)  # what could not be spawned, by kind (non-zero only)
     route_progress: float = 0.0  # metres the ego drove along its route
 
     @property
@@ -345,15 +311,18 @@ def _set_role(bp, kind: str) -> None:
 
 
 def spawn_unknown_objects(world, registry: ActorRegistry, layout: Layout, route: Route) -> list[dict]:
-    """Spawn the layout's objects; returns their records (objects whose spot is taken are left out)."""
+    """Spawn the layout's objects a little above the ground below them (see `carla_scenarios.props`);
+    returns their records (objects whose spot is taken are left out, with a warning)."""
     library = world.get_blueprint_library()
     records = []
     for p in layout.objects:
         x, y, z, yaw = world_pose(route, p.s, p.t, p.yaw)
+        z = spawn_height(world, x, y, z, p.unknown.shape)
         tf = _transform(x, y, z, yaw)
         actor = registry.try_spawn(_blueprint(library, p.blueprint.id, p.blueprint.attributes), tf)
         if actor is None:
-            log.info("spot of a %s at s=%.1f t=%.1f is taken; left out", p.unknown.name, p.s, p.t)
+            log.warning("could not spawn a %s (%s) at s=%.1f t=%.1f: its spot is taken; left out",
+                        p.unknown.name, p.blueprint.id, p.s, p.t)
             continue
         records.append({
             "actor_id": int(actor.id), "fine_id": p.unknown.fine_id, "class": p.unknown.name,
@@ -615,8 +584,16 @@ def collect_episode(client, spec: EpisodeSpec, options: CollectOptions, data_dir
         mount = camera_mount(ego.bounding_box)
         rig = SensorRig(world, registry, ego, options.width, options.height, options.fov, options.sensor_timeout, mount)
         ego.apply_control(carla.VehicleControl(hand_brake=True))
+        props = [a for a in registry.actors if a.id in {o["actor_id"] for o in unknown_objects}]
+        enable_physics(props)  # they fall onto the ground below them
         for _ in range(options.warmup_ticks):  # props and traffic settle before recording
             rig.tick()
+        settle_records(unknown_objects, props)
+        failed = {"objects": len(layout.objects) - len(unknown_objects), "vehicles": n_vehicles - len(npc_vehicles),
+                  "walkers": n_walkers - len(npc_walkers), "parked": options.parked - len(parked)}
+        result.failed_spawns = {k: v for k, v in failed.items() if v > 0}
+        if result.failed_spawns:
+            log.warning("%s: spawns that failed: %s", spec.filename, result.failed_spawns)
         # start at cruising speed, so that short episodes show driving rather than a standing start
         fwd = ego.get_transform().get_forward_vector()
         ego.set_target_velocity(carla.Vector3D(fwd.x * options.target_speed, fwd.y * options.target_speed, 0.0))
@@ -643,7 +620,7 @@ def collect_episode(client, spec: EpisodeSpec, options: CollectOptions, data_dir
             "instance_encoding": "actor id & 0xFFFF (CARLA instance camera: G + 256 B)",
             "ego": {"actor_id": int(ego.id), "blueprint": ego_bp.id},
             "npc_vehicles": len(npc_vehicles), "npc_walkers": len(npc_walkers) + len(scene_walkers),
-            "parked_vehicles": len(parked),
+            "parked_vehicles": len(parked), "failed_spawns": failed,
             "route_length": round(route.length, 2),
         }
         tracks = {

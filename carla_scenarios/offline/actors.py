@@ -50,6 +50,7 @@ class Actor:
         self._body: int | None = None
         self._contacts: list = []  # what stopped the actor's last move (actors, scenery tags)
         self._impact = carla.Vector3D()  # the velocity it had when they stopped it
+        self._falls = False  # a prop: falls to the ground under gravity while it simulates physics
 
     @property
     def is_alive(self) -> bool:
@@ -113,8 +114,19 @@ class Actor:
         return True
 
     def _step(self, dt: float) -> bool:
-        """Advance by dt; True when the pose changed."""
-        return False
+        """Advance by dt; True when the pose changed (a prop with physics falls to the ground)."""
+        if not (self._falls and self._simulate_physics) or self.parent is not None:
+            return False
+        loc = self._transform.location
+        box = self.bounding_box
+        rest = self._world._ground_height(loc.x, loc.y) - (box.location.z - box.extent.z)
+        if loc.z <= rest + 1e-4:
+            self._velocity = carla.Vector3D()
+            return False
+        vz = self._velocity.z - 9.81 * dt
+        self._transform.location.z = max(rest, loc.z + vz * dt)
+        self._velocity = carla.Vector3D(0.0, 0.0, vz if self._transform.location.z > rest else 0.0)
+        return True
 
     def __repr__(self) -> str:
         return f"Actor(id={self.id}, type={self.type_id})"

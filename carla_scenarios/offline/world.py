@@ -63,6 +63,14 @@ class ActorSnapshot:
         return carla.Vector3D()
 
 
+class LabelledPoint:
+    """CARLA's LabelledPoint (which Python cannot build): a location with a semantic label."""
+
+    def __init__(self, location: carla.Location, label: carla.CityObjectLabel) -> None:
+        self.location = location
+        self.label = label
+
+
 class WorldSnapshot:
     """The world at one frame: frame id, timestamp and every actor's state."""
 
@@ -185,6 +193,15 @@ class World:
     def get_actor(self, actor_id: int) -> Actor | None:
         return self._actors.get(actor_id)
 
+    def ground_projection(self, location: carla.Location, search_distance: float) -> LabelledPoint | None:
+        """The first ground below `location` (road or sidewalk top) within `search_distance`, else None."""
+        on_sidewalk = bool(self._town.on_sidewalk(np.array([[location.x, location.y]]))[0])
+        z = SIDEWALK_TOP if on_sidewalk else 0.0
+        if not 0.0 <= location.z - z <= search_distance:
+            return None
+        label = carla.CityObjectLabel.Sidewalks if on_sidewalk else carla.CityObjectLabel.Roads
+        return LabelledPoint(carla.Location(location.x, location.y, z), label)
+
     # -- time ------------------------------------------------------------------------------------
 
     def tick(self, seconds: float = 10.0) -> int:
@@ -268,12 +285,17 @@ class World:
         else:
             return None, f"the offline world cannot spawn {bp_id!r}"
         bbox = local_bounding_box(boxes)
-        if attach_to is None and self._overlapping(placed, bbox, exclude=()):
+        # a prop whose base lies inside the ground (a kerb) collides with it, as on a server
+        sunk = bp_id.startswith("static.prop.") and attach_to is None and \
+            loc.z + bbox.location.z - bbox.extent.z < self._ground_height(loc.x, loc.y) - 0.02
+        if sunk or (attach_to is None and self._overlapping(placed, bbox, exclude=())):
             return None, f"Spawn failed because of collision at spawn position ({loc.x:.2f}, {loc.y:.2f}, {loc.z:.2f})"
         actor = self._make(cls, blueprint, placed, attach_to, tags, bbox)
         if bp_id.startswith("static.prop."):  # a server's static prop reports its box turned by its yaw (#8663)
             actor.bounding_box = carla.BoundingBox(bbox.location, bbox.extent)
             actor.bounding_box.rotation = carla.Rotation(yaw=placed.rotation.yaw)
+            actor._simulate_physics = False  # a server's props stay where spawned until physics is enabled
+            actor._falls = True
         actor._body = self._renderer.add_body(boxes, actor.id, actor.get_transform())
         return actor, ""
 

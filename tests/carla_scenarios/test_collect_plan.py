@@ -94,4 +94,4 @@ def test_cli_backend_carla_without_server_says_so(capsys):
     captured = capsys.readouterr()
     assert rc == 1 and captured.out == ""
     lines = captured.err.strip().splitlines()
-    assert len(lines) == 1 and "no CARLA server answered at localhost:2999" in lines[0]
+    assert len(lines) == 1 and "no CARLA server listens at localhost:2999" in lines[0]

@@ -319,8 +319,8 @@ def test_obstacle_sensor_reports_the_nearest_actor_ahead(world):
     ahead = lane.get_forward_vector()
     near = world.spawn_actor(lib.find("static.prop.bin"), carla.Transform(lane.location + ahead * 9.0, lane.rotation))
     world.spawn_actor(lib.find("static.prop.bin"), carla.Transform(lane.location + ahead * 14.0, lane.rotation))
-    world.spawn_actor(lib.find("static.prop.bin"), carla.Transform(lane.location + ahead * 6.0 + lane.get_right_vector() * 3.0,
-                                                                   lane.rotation))  # beside the corridor
+    world.spawn_actor(lib.find("static.prop.bin"), carla.Transform(lane.location + ahead * 6.0 + lane.get_right_vector() * 3.0
+                                                                   + carla.Location(z=0.2), lane.rotation))  # beside the corridor, on the sidewalk
     bp = lib.find("sensor.other.obstacle")
     bp.set_attribute("distance", "20")
     sensor = world.spawn_actor(bp, carla.Transform(carla.Location(x=ego.bounding_box.extent.x)), attach_to=ego)

@@ -312,3 +312,79 @@ def test_leftovers_of_a_killed_run_are_destroyed_and_asynchronous_mode_restored(
     assert foreign.id in left
     assert seen_roles and seen_roles <= set(ROLES.values())
     assert not world.get_settings().synchronous_mode
+
+
+# -- 7: --backend auto ------------------------------------------------------------------------------
+
+def test_backend_auto_waits_for_a_server_that_accepts_but_does_not_answer():
+    """A port that accepts connections but never answers (a server loading a map) is a server: auto
+    waits --connect-timeout and fails with a clear error instead of collecting offline."""
+    import socket
+    import time
+
+    from carla_scenarios.backend import BackendError, connect
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    port = silent.getsockname()[1]
+    try:
+        for backend in ("auto", "carla"):
+            start = time.perf_counter()
+            with pytest.raises(BackendError, match="accepts connections but no CARLA server answered within 0.5 s"):
+                connect(backend, "127.0.0.1", port, connect_timeout=0.5)
+            assert time.perf_counter() - start < 5.0
+    finally:
+        silent.close()
+    # nothing listens: auto takes the offline world and says why; carla fails
+    client, description = connect("auto", "127.0.0.1", port, connect_timeout=0.5)
+    assert description.startswith("offline") and f"nothing listens at 127.0.0.1:{port}" in description
+    with pytest.raises(BackendError, match="no CARLA server listens"):
+        connect("carla", "127.0.0.1", port)
+    # a host that does not resolve is an error, not a silent fallback
+    with pytest.raises(BackendError, match="does not resolve"):
+        connect("auto", "no-such-host.invalid", 2000)
+
+
+def test_cli_connect_timeout_reaches_the_backend(monkeypatch, tmp_path, capsys):
+    from carla_scenarios import cli, collector
+
+    seen = {}
+
+    def fake_connect(backend, host, port, connect_timeout=60.0, **kw):
+        seen["connect_timeout"] = connect_timeout
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(collector, "connect", fake_connect)
+    assert cli.main(["collect", "--town", "Town01", "--out", str(tmp_path), "--connect-timeout", "7"]) == 1
+    assert seen == {"connect_timeout": 7.0}
+
+
+# -- 8: spawn heights and failed spawns --------------------------------------------------------------
+
+def test_props_on_the_sidewalk_spawn_above_it_settle_on_it_and_failures_are_reported(tmp_path, caplog):
+    """A prop spawned at road height where a sidewalk is collides with the kerb (the offline world refuses
+    it, as a server does): props spawn above the ground below them, fall onto it with physics on, and
+    the spawns that still fail are counted in the episode and logged as warnings."""
+    from carla_scenarios.collector import CollectOptions, EpisodeSpec, collect_episode
+    from carla_scenarios.offline import Client
+    from vca_data.episodes import EpisodeReader
+
+    client = Client("localhost", PORT + 3)
+    world = client.load_world("Town01")
+    options = CollectOptions(frames=1, frame_step=1, width=32, height=24, vehicles=0, walkers=0)
+    result = collect_episode(client, EpisodeSpec("Town01", "parking", 3, "train"), options, tmp_path, "offline")
+    with EpisodeReader(result.path) as ep:
+        objects = ep.attrs["unknown_objects"]
+        assert ep.attrs["failed_spawns"] == {"objects": 0, "vehicles": 0, "walkers": 0, "parked": 0}
+    heights = []
+    for o in objects:
+        x, y, z = o["transform"][:3]
+        ground = world.ground_projection(carla.Location(x=x, y=y, z=z + 1.0), 5.0)
+        assert z == pytest.approx(ground.location.z, abs=0.01)  # resting on the ground
+        heights.append(ground.location.z)
+    assert max(heights) > 0.1 and min(heights) == 0.0  # on the sidewalk and on the road
+    with caplog.at_level("WARNING"):
+        result = collect_episode(client, EpisodeSpec("Town01", "parking", 0, "train"), options, tmp_path, "offline")
+    assert result.failed_spawns == {"objects": 1}
+    assert "could not spawn a cart with bags" in caplog.text
