@@ -139,6 +139,8 @@ def cmd_collect(args) -> int:
 
 def cmd_scenarios(args) -> int:
     catalogue = load_catalogue(args.catalogue) if args.catalogue else default_catalogue()
+    if args.check:
+        return _check_blueprints(args, catalogue)
     for scenario in SCENARIOS:
         print(scenario)
         for split in SPLITS:
@@ -146,6 +148,22 @@ def cmd_scenarios(args) -> int:
                 bps = ", ".join(b.id for b in c.blueprints)
                 print(f"  {split:5s}  fine id {c.fine_id:3d}  {c.name:18s} {bps}")
     return 0
+
+
+def _check_blueprints(args, catalogue) -> int:
+    from carla_scenarios import collector as col
+    from carla_scenarios.check import check_blueprints
+
+    client, description = col.connect(args.backend, args.host, args.port, connect_timeout=args.connect_timeout)
+    print(f"backend: {description}, map {client.get_world().get_map().name}", flush=True)
+    results = check_blueprints(client, catalogue)
+    for r in results:
+        attrs = "".join(f" {k}={v}" for k, v in r.attributes.items())
+        print(f"  {'ok  ' if r.ok else 'FAIL'}  {r.unknown:18s} {r.blueprint}{attrs}: {r.message}")
+    failed = [r for r in results if not r.ok]
+    print(f"{len(results) - len(failed)} of {len(results)} blueprints can be spawned" +
+          ("; fix or remove the failing ones in the catalogue (--catalogue)" if failed else ""))
+    return 1 if failed else 0
 
 
 def cmd_towns(args) -> int:
@@ -175,6 +193,17 @@ def cmd_merge(args) -> int:
     return 0
 
 
+def _backend_arguments(p) -> None:
+    p.add_argument("--backend", default="auto", choices=("auto", "carla", "offline"),
+                   help="auto (default): the CARLA server at host:port when anything listens there (waiting up to "
+                        "--connect-timeout for it to answer), the offline world only when nothing does")
+    p.add_argument("--host", default="localhost")
+    p.add_argument("--port", type=int, default=2000)
+    p.add_argument("--connect-timeout", type=float, default=60.0,
+                   help="seconds a server that accepts the connection may take to answer its first call, e.g. "
+                        "while it loads a map; then the command stops with an error (default 60)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vca-carla", description=__doc__)
     parser.add_argument("--catalogue", help="unknown-object catalogue JSON (default: the packaged one)")
@@ -186,15 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--town", help="town (Town01 or Town1), comma list, or all")
     p.add_argument("--split", choices=SPLITS, help="all towns of a split (instead of --town)")
     p.add_argument("--scenario", default="all", help="barrier, construction, parking, comma list, or all (default)")
-    p.add_argument("--backend", default="auto", choices=("auto", "carla", "offline"),
-                   help="auto (default): the CARLA server at host:port when anything listens there (waiting up to "
-                        "--connect-timeout for it to answer), the offline world only when nothing does")
-    p.add_argument("--host", default="localhost")
-    p.add_argument("--port", type=int, default=2000)
+    _backend_arguments(p)
     p.add_argument("--tm-port", type=int, default=8000, help="Traffic Manager port (default 8000)")
-    p.add_argument("--connect-timeout", type=float, default=60.0,
-                   help="seconds a server that accepts the connection may take to answer its first call, e.g. "
-                        "while it loads a map; then collection stops with an error (default 60)")
     p.add_argument("--episodes", type=int, default=1, help="episodes per town and scenario (default 1)")
     p.add_argument("--frames", type=int, default=20, help="recorded frames per episode (default 20)")
     p.add_argument("--frame-step", type=int, default=2, help="record every k-th simulation tick (default 2)")
@@ -215,6 +237,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_collect)
 
     p = sub.add_parser("scenarios", help="list scenarios and their unknown classes per split")
+    p.add_argument("--check", action="store_true",
+                   help="spawn every catalogue blueprint on the backend and say whether it has a box and pixels "
+                        "(a static.prop.mesh with a wrong mesh_path spawns empty); exit code 1 if any fails")
+    _backend_arguments(p)
     p.set_defaults(func=cmd_scenarios)
     p = sub.add_parser("towns", help="list towns per split")
     p.set_defaults(func=cmd_towns)

@@ -33,7 +33,14 @@ from carla_scenarios.agent import AvoidingAgent, obstacles_from_actors
 from carla_scenarios.backend import backend_name, connect, probe_carla  # noqa: F401 (the collector's API)
 from carla_scenarios.cleanup import ROLES, ServerLink, destroy_leftovers
 from carla_scenarios.footprints import scenario_footprints
-from carla_scenarios.props import enable_physics, settle_records, spawn_height
+from carla_scenarios.props import (
+    enable_physics,
+    in_view,
+    require_extents,
+    require_seen,
+    settle_records,
+    spawn_height,
+)
 from carla_scenarios.recorder import EpisodeRecorder
 from carla_scenarios.rig import MAX_DT, ActorRegistry, SensorRig, SynchronousMode
 from carla_scenarios.route import Route, lane_route
@@ -328,7 +335,7 @@ def spawn_unknown_objects(world, registry: ActorRegistry, layout: Layout, route:
             "actor_id": int(actor.id), "fine_id": p.unknown.fine_id, "class": p.unknown.name,
             "blueprint": p.blueprint.id, "transform": [x, y, z, 0.0, yaw, 0.0],
             "route_s": round(p.s, 3), "route_t": round(p.t, 3), "semantic_tags": sorted(int(t) for t in actor.semantic_tags),
-        })
+        } | ({"attributes": dict(p.blueprint.attributes)} if p.blueprint.attributes else {}))
     return records
 
 
@@ -585,6 +592,9 @@ def collect_episode(client, spec: EpisodeSpec, options: CollectOptions, data_dir
         rig = SensorRig(world, registry, ego, options.width, options.height, options.fov, options.sensor_timeout, mount)
         ego.apply_control(carla.VehicleControl(hand_brake=True))
         props = [a for a in registry.actors if a.id in {o["actor_id"] for o in unknown_objects}]
+        require_extents(unknown_objects, props)  # a prop whose mesh did not load stops the episode
+        meshes = {a.id: a for a in props if a.type_id == "static.prop.mesh"}
+        expected: set[int] = set()  # mesh props some frame should have shown
         enable_physics(props)  # they fall onto the ground below them
         for _ in range(options.warmup_ticks):  # props and traffic settle before recording
             rig.tick()
@@ -650,6 +660,12 @@ def collect_episode(client, spec: EpisodeSpec, options: CollectOptions, data_dir
             result.unknown_pixels += int(np.count_nonzero(fine))
             seen = np.unique(instance[fine > 0])
             result.seen_objects.update(key_of[int(k)] for k in seen)
+            for a in meshes.values():
+                e = a.bounding_box.extent
+                centre = a.get_transform().location + carla.Location(z=float(e.z))
+                if a.id not in expected and in_view(img["rgb"].transform, centre, min(e.x, e.y),
+                                                    options.width, options.height, options.fov):
+                    expected.add(a.id)
             recorder.put({  # images decoded in the writer process, off this loop
                 "rgb": decode.EncodedImage.of("rgb", img["rgb"]), "depth": decode.EncodedImage.of("depth", img["depth"]),
                 "semantic": decode.EncodedImage.of("semantic", img["semantic"]), "instance": instance, "fine": fine,
@@ -662,6 +678,8 @@ def collect_episode(client, spec: EpisodeSpec, options: CollectOptions, data_dir
                 t["states"].append([round(v, 4) for v in actor_state(a)])
             if progress is not None:
                 progress(1)
+        if recorder is not None:
+            require_seen(unknown_objects, result.seen_objects, expected)
         result.collisions = list(rig.collisions)
         result.unknown_objects = unknown_objects
         result.route_progress = agent.progress

@@ -270,13 +270,14 @@ def make_library() -> BlueprintLibrary:
 
 
 def prop_look(blueprint: ActorBlueprint) -> tuple[list[Box], int]:
-    """Boxes and semantic tag of a prop blueprint (static.prop.mesh takes its shape from mesh_path)."""
+    """Boxes and semantic tag of a prop blueprint (static.prop.mesh takes its shape from mesh_path; none
+    for a mesh_path the offline world does not know: the prop spawns empty, as on a server)."""
     look = blueprint._look
     if look.get("mesh"):
         path = blueprint.get_attribute("mesh_path").as_str()
         shape = MESH_SHAPES.get(path)
-        if shape is None:
-            raise RuntimeError(f"static.prop.mesh: the offline world has no mesh {path!r}; known: {sorted(MESH_SHAPES)}")
+        if shape is None:  # a server logs "Failed to set the mesh" and still spawns an empty actor
+            return [], look["tag"]
         return prop_boxes(shape, look["tag"]), look["tag"]
     return look["boxes"], look["tag"]
 

@@ -284,6 +284,10 @@ class World:
             placed = transform
         else:
             return None, f"the offline world cannot spawn {bp_id!r}"
+        if not boxes:  # static.prop.mesh with an unknown mesh: an actor with nothing to show, an infinite box
+            inf = float("inf")
+            empty = carla.BoundingBox(carla.Location(), carla.Vector3D(inf, inf, inf))
+            return self._make(cls, blueprint, placed, attach_to, tags, empty), ""
         bbox = local_bounding_box(boxes)
         # a prop whose base lies inside the ground (a kerb) collides with it, as on a server
         sunk = bp_id.startswith("static.prop.") and attach_to is None and \

@@ -388,3 +388,67 @@ def test_props_on_the_sidewalk_spawn_above_it_settle_on_it_and_failures_are_repo
         result = collect_episode(client, EpisodeSpec("Town01", "parking", 0, "train"), options, tmp_path, "offline")
     assert result.failed_spawns == {"objects": 1}
     assert "could not spawn a cart with bags" in caplog.text
+
+
+# -- 3: a prop that spawns but is empty ----------------------------------------------------------------
+
+def _bad_mesh_catalogue(tmp_path):
+    import json
+    from importlib import resources
+
+    doc = json.loads(resources.files("vca_data").joinpath("data/catalogue.json").read_text())
+    for c in doc["classes"]:
+        for b in c["blueprints"]:
+            if b["id"] == "static.prop.mesh":
+                b["attributes"]["mesh_path"] = "/Game/Carla/Static/NoSuchPole.NoSuchPole"
+    path = tmp_path / "catalogue.json"
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def test_a_mesh_prop_that_spawns_empty_stops_the_episode_naming_blueprint_and_path(tmp_path):
+    """A server spawns static.prop.mesh with a wrong mesh_path as an empty actor with an infinite box
+    (the offline world too); the episode stops with an error naming the blueprint and the path."""
+    from carla_scenarios.collector import CollectOptions, EpisodeSpec, collect_episode
+    from carla_scenarios.offline import Client
+    from carla_scenarios.props import EmptyPropError
+    from vca_data.labels import load_catalogue
+
+    catalogue = load_catalogue(_bad_mesh_catalogue(tmp_path))
+    assert any(b.id == "static.prop.mesh" for c in catalogue.unknown_classes("test", "barrier") for b in c.blueprints)
+    client = Client("localhost", PORT + 4)
+    world = client.load_world("Town02")
+    before = {a.id for a in world.get_actors()}
+    options = CollectOptions(frames=1, frame_step=1, width=32, height=24, vehicles=0, walkers=0)
+    with pytest.raises(EmptyPropError, match=r"static\.prop\.mesh with mesh_path /Game/Carla/Static/NoSuchPole.*inf"):
+        collect_episode(client, EpisodeSpec("Town02", "barrier", 0, "test"), options, tmp_path, "offline", catalogue)
+    assert {a.id for a in world.get_actors()} == before  # cleaned up
+    assert not list((tmp_path / "episodes").glob("*.h5"))
+
+
+def test_scenarios_check_lists_each_blueprint_and_whether_it_spawns(tmp_path, capsys):
+    from carla_scenarios import cli
+
+    assert cli.main(["scenarios", "--check", "--backend", "offline"]) == 0
+    out = capsys.readouterr().out
+    assert "11 of 11 blueprints can be spawned" in out and "FAIL" not in out
+    assert cli.main(["--catalogue", str(_bad_mesh_catalogue(tmp_path)), "scenarios", "--check", "--backend", "offline"]) == 1
+    out = capsys.readouterr().out
+    (line,) = [x for x in out.splitlines() if "FAIL" in x]
+    assert "static.prop.mesh mesh_path=/Game/Carla/Static/NoSuchPole.NoSuchPole" in line and "did not load" in line
+    assert "10 of 11 blueprints can be spawned" in out
+
+
+def test_a_mesh_prop_in_view_without_pixels_stops_the_episode():
+    from carla_scenarios.props import EmptyPropError, in_view, require_seen
+
+    camera = carla.Transform(carla.Location(0, 0, 1.5), carla.Rotation())
+    assert in_view(camera, carla.Location(10, 0, 1.0), 0.2, 320, 180, 90.0)
+    assert not in_view(camera, carla.Location(-10, 0, 1.0), 0.2, 320, 180, 90.0)  # behind
+    assert not in_view(camera, carla.Location(10, 20, 1.0), 0.2, 320, 180, 90.0)  # beside
+    assert not in_view(camera, carla.Location(200, 0, 1.0), 0.2, 320, 180, 90.0)  # too small there
+    record = {"actor_id": 7, "blueprint": "static.prop.mesh", "class": "traffic pole", "attributes": {"mesh_path": "/P"}}
+    require_seen([record], seen={7}, expected={7})
+    require_seen([record], seen=set(), expected=set())  # never in view: nothing to say
+    with pytest.raises(EmptyPropError, match="static.prop.mesh with mesh_path /P showed no pixel"):
+        require_seen([record], seen=set(), expected={7})
