@@ -7,12 +7,14 @@ IoU > 0.5 (one-to-one; overlapping predictions are matched greedily by decreasin
 predictions are FP, unmatched ground-truth masks FN. With an optional `void` mask, the predicted pixels on
 void leave the union, and an unmatched prediction lying more than half on void is not a FP.
 
-`count_unmatched_pred_as_fn=True` reproduces the counting of the VCA authors' script
-(`tools/test_eval_uq.py`): every prediction is compared with its best-IoU ground truth; IoU > 0.5 is a TP
-(two predictions may both be TPs of one ground truth), otherwise the prediction is counted as a FP *and*
-a FN; a ground-truth mask that is no prediction's best match is a FN; predictions in an image without
-ground truth are not counted. This gives the paper's numbers; it is not the default because it counts a
-missed object twice when a poor prediction covers it and ignores false alarms in empty frames.
+`count_unmatched_pred_as_fn=True` reproduces the counting of the VCA authors' CAQ evaluation, the script
+their README runs as `tools/test_eval_caq.py` (its `evaluate_uq`; the version readable here is
+`tools/test_eval_uq.py` of MSiam/video_class_agnostic_segmentation at 745c526): every prediction is
+compared with its best-IoU ground truth; IoU > 0.5 is a TP (two predictions may both be TPs of one ground
+truth), otherwise the prediction is counted as a FP *and* a FN; a ground-truth mask that is no
+prediction's best match is a FN; predictions in an image without ground truth are not counted. This gives
+the paper's numbers; it is not the default because it counts a missed object twice when a poor prediction
+covers it and ignores false alarms in empty frames.
 """
 
 from __future__ import annotations
