@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import carla
 import numpy as np
 
 from carla_scenarios.route import Route
@@ -70,6 +71,13 @@ def obstacles_from_actors(actors, ego_id: int, footprints: dict[int, np.ndarray]
         if ob is not None:
             out.append(ob)
     return out
+
+
+def must_stop_at_light(vehicle) -> bool:
+    """Whether a red or yellow traffic light affects the vehicle (it is in the light's trigger volume);
+    both calls read the last tick on the client, they ask the server nothing."""
+    return bool(vehicle.is_at_traffic_light()) and vehicle.get_traffic_light_state() in (
+        carla.TrafficLightState.Red, carla.TrafficLightState.Yellow)
 
 
 def pure_pursuit_steer(
@@ -244,8 +252,10 @@ class AvoidingAgent:
 
     # -- control ----------------------------------------------------------------------------------
 
-    def run_step(self, obstacles: list[Obstacle], x: float, y: float, yaw_deg: float, speed: float, dt: float) -> Control:
-        """One control step from the ego's pose (CARLA world, centre of its box) and speed (m/s)."""
+    def run_step(self, obstacles: list[Obstacle], x: float, y: float, yaw_deg: float, speed: float, dt: float,
+                 red_light: bool = False) -> Control:
+        """One control step from the ego's pose (CARLA world, centre of its box) and speed (m/s);
+        `red_light`: a red or yellow traffic light holds the ego (`must_stop_at_light`), so it brakes."""
         (s,), (t,) = self.route.frenet(np.array([[x, y]]))
         self.progress = float(s)
         offset, gap = self.plan(obstacles, float(s), float(t), speed, (x, y))
@@ -255,6 +265,9 @@ class AvoidingAgent:
         ld = self.pursuit_distance(speed)
         tx, ty, _, _ = self.route.pose_at(float(s) + ld, offset)
         steer = pure_pursuit_steer(rear, yaw_deg, (tx, ty), self.wheelbase, self.max_steer_deg)
+        if red_light:
+            self._integral = 0.0
+            return Control(0.0, steer, 1.0)
 
         remaining = self.route.length - float(s) - self.half_length
         # stop well short of a static obstacle, so that there is room to steer round it later

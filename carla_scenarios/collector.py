@@ -29,7 +29,7 @@ import carla
 import numpy as np
 
 from carla_scenarios import decode
-from carla_scenarios.agent import AvoidingAgent, obstacles_from_actors
+from carla_scenarios.agent import AvoidingAgent, must_stop_at_light, obstacles_from_actors
 from carla_scenarios.backend import backend_name, connect, probe_carla  # noqa: F401 (the collector's API)
 from carla_scenarios.cleanup import ROLES, ServerLink, destroy_leftovers
 from carla_scenarios.footprints import scenario_footprints
@@ -644,7 +644,8 @@ def collect_episode(client, spec: EpisodeSpec, options: CollectOptions, data_dir
             vel = ego.get_velocity()
             speed = math.hypot(vel.x, vel.y)
             obstacles = obstacles_from_actors(world.get_actors(), ego.id, footprints)
-            c = agent.run_step(obstacles, ego_tf.location.x, ego_tf.location.y, ego_tf.rotation.yaw, speed, options.dt)
+            c = agent.run_step(obstacles, ego_tf.location.x, ego_tf.location.y, ego_tf.rotation.yaw, speed, options.dt,
+                               must_stop_at_light(ego))
             ego.apply_control(carla.VehicleControl(throttle=c.throttle, steer=c.steer, brake=c.brake))
             rf = rig.tick()
             if on_tick is not None:

@@ -7,7 +7,8 @@ built from each town's OpenDRIVE text, and camera images use CARLA's BGRA encodi
 
 Differences from a CARLA server, by design: vehicles move kinematically (a bicycle model under
 VehicleControl, or the Traffic Manager along lane centres) and stop on contact instead of bouncing;
-walkers follow the sidewalk network; towns have no traffic lights; batch spawning needs this package's
+walkers follow the sidewalk network; a few junctions per town have traffic lights (which the Traffic
+Manager's cars do not obey); batch spawning needs this package's
 `command` module, because `carla.command.SpawnActor` accepts only a server's blueprints.
 """
 

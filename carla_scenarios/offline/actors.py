@@ -163,6 +163,22 @@ class Vehicle(Actor):
     def get_speed_limit(self) -> float:
         return SPEED_LIMIT_KMH
 
+    def _light(self) -> carla.TrafficLightState | None:
+        """The state of the light whose trigger volume holds the vehicle, None outside every one."""
+        tf = self.get_transform()
+        lights = self._world._lights
+        hit = lights.affecting(tf.location.x, tf.location.y, tf.rotation.yaw)
+        return None if hit is None else lights.state(*hit, self._world._elapsed)
+
+    def is_at_traffic_light(self) -> bool:
+        """Whether a red or yellow light affects the vehicle (it stands in that light's trigger volume)."""
+        return self._light() in (carla.TrafficLightState.Red, carla.TrafficLightState.Yellow)
+
+    def get_traffic_light_state(self) -> carla.TrafficLightState:
+        """The state of the light affecting the vehicle; Green when none does, as on a server."""
+        state = self._light()  # (Red is 0: no `or` here)
+        return carla.TrafficLightState.Green if state is None else state
+
     def get_light_state(self) -> carla.VehicleLightState:
         return self._light_state
 

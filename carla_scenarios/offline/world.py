@@ -26,6 +26,7 @@ from .blueprints import (
     prop_look,
     vehicle_look,
 )
+from .lights import TrafficLights
 from .map import SIDEWALK_TOP, Map, build_town
 from .render import Renderer, encode_depth, encode_instance, encode_rgb, encode_semantic
 from .sensors import CollisionEvent, Image, ObstacleDetectionEvent, Sensor
@@ -102,6 +103,7 @@ class World:
         self._town = build_town(town_name)
         self._map = Map(f"Carla/Maps/{map_name or self._town.name}", self._town.xodr)
         self._renderer = Renderer(self._town.boxes)
+        self._lights = TrafficLights(self._town)
         self._library = make_library()
         self._settings = carla.WorldSettings()
         self._settings.fixed_delta_seconds = None  # variable time step, as a server starts
@@ -164,6 +166,10 @@ class World:
         d = np.subtract(s.p1, s.p0) / lengths[i]
         p = np.add(s.p0, d * t * lengths[i]) + np.array([-d[1], d[0]]) * across
         return carla.Location(float(p[0]), float(p[1]), SIDEWALK_TOP)
+
+    def freeze_all_traffic_lights(self, frozen: bool) -> None:
+        """Stop (or restart) the traffic lights' cycles where they are."""
+        self._lights.frozen_at = self._elapsed if frozen else None
 
     def set_pedestrians_seed(self, seed: int) -> None:
         self._rng = np.random.default_rng(int(seed))

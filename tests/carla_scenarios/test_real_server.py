@@ -6,6 +6,7 @@ traffic lights and the authors' layouts."""
 
 from __future__ import annotations
 
+import math
 import queue
 
 import carla
@@ -452,3 +453,66 @@ def test_a_mesh_prop_in_view_without_pixels_stops_the_episode():
     require_seen([record], seen=set(), expected=set())  # never in view: nothing to say
     with pytest.raises(EmptyPropError, match="static.prop.mesh with mesh_path /P showed no pixel"):
         require_seen([record], seen=set(), expected={7})
+
+
+# -- 9: traffic lights -----------------------------------------------------------------------------
+
+def test_agent_stops_at_a_red_light_and_goes_on_green():
+    """The offline towns have a few signalised junctions; the ego's agent brakes while a red (or yellow)
+    light holds it (ego.is_at_traffic_light) and drives on when it turns green."""
+    from carla_scenarios.agent import AvoidingAgent, must_stop_at_light, obstacles_from_actors
+    from carla_scenarios.route import lane_route
+
+    _, world, _ = synchronous_world("Town01", PORT, dt=0.05)
+    lights = world._lights
+    assert 2 <= len(lights.junctions) <= 4  # a few signalised junctions
+    carla_map = world.get_map()
+    (n, (cx, cy)), *_ = lights.junctions.items()
+    # a lane 35 m before the junction, heading into it
+    start = None
+    for wp in carla_map.generate_waypoints(2.0):
+        nxt = wp.next(35.0)
+        if not wp.is_junction and nxt and nxt[0].is_junction and nxt[0].get_junction().id == 1000 + n \
+                and not any(w.is_junction for w in wp.next(30.0)):
+            start = wp
+            break
+    assert start is not None
+    ego = world.spawn_actor(world.get_blueprint_library().find("vehicle.audi.a2"), start.transform)
+    route = lane_route(start, 90.0)
+    ext = ego.bounding_box.extent
+    agent = AvoidingAgent(route, half_length=ext.x, half_width=ext.y, target_speed=7.0, wheelbase=1.2 * ext.x)
+    tf = start.transform
+    axis = 0 if abs(math.cos(math.radians(tf.rotation.yaw))) > 0.5 else 1
+    while lights.state(n, axis, world._elapsed) != carla.TrafficLightState.Red:
+        world.tick()
+    world.freeze_all_traffic_lights(True)
+
+    def drive(ticks):
+        stops = 0
+        for _ in range(ticks):
+            t = ego.get_transform()
+            v = ego.get_velocity()
+            stop = must_stop_at_light(ego)
+            stops += stop
+            c = agent.run_step(obstacles_from_actors(world.get_actors(), ego.id), t.location.x, t.location.y,
+                               t.rotation.yaw, math.hypot(v.x, v.y), 0.05, stop)
+            ego.apply_control(carla.VehicleControl(throttle=c.throttle, steer=c.steer, brake=c.brake))
+            world.tick()
+        return stops
+
+    try:
+        assert drive(160) > 0
+        loc = ego.get_location()
+        gap = math.hypot(cx - loc.x, cy - loc.y)
+        assert gap >= lights.half - 1.0 and gap < lights.half + 8.0  # waiting at the stop line
+        assert math.hypot(ego.get_velocity().x, ego.get_velocity().y) < 0.1
+        assert ego.get_traffic_light_state() == carla.TrafficLightState.Red and ego.is_at_traffic_light()
+        world.freeze_all_traffic_lights(False)
+        while lights.state(n, axis, world._elapsed) != carla.TrafficLightState.Green:
+            world.tick()
+        world.freeze_all_traffic_lights(True)
+        drive(120)
+        assert agent.progress > 35.0 + lights.half  # through the junction on green
+    finally:
+        world.freeze_all_traffic_lights(False)
+        ego.destroy()
