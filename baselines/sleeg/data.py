@@ -31,6 +31,11 @@ PASTE_STREAM = 1
 TRAIN_UNKNOWNS = {"ignore": IGNORE, "normal": 0, "anomaly": 1}
 
 
+def normalise(rgb: np.ndarray) -> np.ndarray:
+    """HxWx3 uint8 RGB as the dataset's ImageNet-normalised float32."""
+    return ((rgb.astype(np.float32) * np.float32(1 / 255.0) - IMAGENET_MEAN) / IMAGENET_STD).astype(np.float32)
+
+
 def patch_settings(cfg: dict) -> PatchSettings:
     d = cfg["data"]
     return PatchSettings(shape=d["patch_shape"], count=int(d["patch_count"]), area=tuple(d["patch_area"]),
@@ -90,23 +95,17 @@ class SleegTrainDataset(Dataset):
         other = int(rng.integers(0, len(self) - 1))
         other += other >= index  # any frame but this one
         donor_rgb, donor_depth = self.donor(other)
-        donor_values = ((donor_rgb.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD).astype(np.float32)
-        image = sample["image"].numpy().transpose(1, 2, 0)
+        image = sample["image"].numpy().transpose(1, 2, 0)  # a view: pasted in place into the fresh tensor
         extra = []
         if self.paste_depth and "depth" in sample:
-            depth = sample["depth"].numpy()[0].copy()
-            extra.append((depth, donor_depth))
-        result = paste_patches(image, donor_rgb, rng, self.settings, donor_values, extra)
-        pasted = torch.from_numpy(result.mask.astype(bool))
+            extra.append((sample["depth"].numpy()[0], donor_depth))
+        result = paste_patches(image, donor_rgb, rng, self.settings, normalise, extra, inplace=True)
+        pasted = torch.from_numpy(result.mask.view(bool))
         label = sample["label"]
         anomaly = torch.zeros_like(label)
         anomaly[label == UNKNOWN] = self.unknown_value
         anomaly[pasted] = 1
-        label = label.clone()
         label[pasted] = VOID
-        sample["image"] = torch.from_numpy(np.ascontiguousarray(result.image.transpose(2, 0, 1)))
-        if extra:
-            sample["depth"] = torch.from_numpy(extra[0][0])[None]
         sample["label"], sample["anomaly"] = label, anomaly
         sample["meta"]["donor"] = other
         return sample

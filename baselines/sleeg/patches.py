@@ -24,6 +24,7 @@ same patches every time.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import cv2
@@ -108,21 +109,21 @@ def paste_patches(
     donor_rgb: np.ndarray,
     rng: np.random.Generator,
     settings: PatchSettings = PatchSettings(),
-    donor_values: np.ndarray | None = None,
+    convert: Callable[[np.ndarray], np.ndarray] | None = None,
     extra: list[tuple[np.ndarray, np.ndarray]] = (),
+    inplace: bool = False,
 ) -> PasteResult:
     """Paste `settings.count` convex patches of the donor into a copy of `image`.
 
     `image` is HxWxC (any dtype: uint8 RGB, or an ImageNet-normalised float array); `donor_rgb` is the
-    donor's H'xW'x3 uint8 RGB, where the Harris corners are found; `donor_values` (H'xW'xC, `image`'s
-    dtype, default `donor_rgb`) is what is pasted. `extra` pairs (target HxW[xC], donor H'xW'[xC])
-    are pasted with the same shapes (e.g. depth), in place. Noise patches draw N(0, 1) values."""
+    donor's H'xW'x3 uint8 RGB, where the Harris corners are found; `convert` maps a donor rectangle to
+    the values pasted (e.g. ImageNet normalisation; default: the RGB as it is), so only the patches
+    are converted. `extra` pairs (target HxW[xC], donor H'xW'[xC])
+    are pasted with the same shapes (e.g. depth), in place; with `inplace` the image is too (no copy).
+    Noise patches draw N(0, 1) values."""
     if image.ndim != 3 or donor_rgb.ndim != 3 or donor_rgb.shape[2] != 3:
         raise ValueError(f"paste_patches: need HxWxC image and H'xW'x3 donor, got {image.shape}, {donor_rgb.shape}")
-    values = donor_rgb if donor_values is None else donor_values
-    if values.shape[:2] != donor_rgb.shape[:2] or values.shape[2] != image.shape[2]:
-        raise ValueError(f"paste_patches: donor values {values.shape} do not match donor {donor_rgb.shape} / image {image.shape}")
-    out = image.copy()
+    out = image if inplace else image.copy()
     height, width = image.shape[:2]
     dh, dw = donor_rgb.shape[:2]
     mask = np.zeros((height, width), np.uint8)
@@ -139,14 +140,16 @@ def paste_patches(
                 result.fallbacks += 1
         if shape is None:
             shape = random_hull(rng, h, w, settings.points)
-        region = out[ty:ty + h, tx:tx + w]
+        where = shape[:, :, None]
         if settings.noise > 0 and rng.uniform() < settings.noise:
-            region[shape] = rng.standard_normal((int(shape.sum()), out.shape[2])).astype(out.dtype)
+            source = rng.standard_normal((h, w, out.shape[2])).astype(out.dtype)
         else:
-            region[shape] = values[sy:sy + h, sx:sx + w][shape]
-        for target, source in extra:
-            target[ty:ty + h, tx:tx + w][shape] = source[sy:sy + h, sx:sx + w][shape]
-        mask[ty:ty + h, tx:tx + w][shape] = 1
+            source = donor_rgb[sy:sy + h, sx:sx + w]
+            source = source if convert is None else convert(source)
+        np.copyto(out[ty:ty + h, tx:tx + w], source, where=where)  # much faster than boolean indexing
+        for target, other in extra:
+            np.copyto(target[ty:ty + h, tx:tx + w], other[sy:sy + h, sx:sx + w], where=shape if target.ndim == 2 else where)
+        mask[ty:ty + h, tx:tx + w] |= shape.view(np.uint8)
         result.rectangles.append((ty, tx, h, w))
         result.shapes.append(shape)
     return result

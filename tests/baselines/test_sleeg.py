@@ -85,7 +85,7 @@ def test_patch_noise_and_extra_channels():
     donor = _textured(60, 80)
     depth_t, depth_d = np.zeros((60, 80), np.float32), np.full((60, 80), 7.0, np.float32)
     res = paste_patches(target, donor, np.random.default_rng(1), PatchSettings(shape="random", noise=1.0, count=2),
-                        donor.astype(np.float32), [(depth_t, depth_d)])
+                        lambda x: x.astype(np.float32), [(depth_t, depth_d)])
     assert np.array_equal(depth_t > 0, res.mask == 1)
     assert not np.isin(res.image[res.mask == 1], donor.astype(np.float32)).all()  # noise, not donor values
 
@@ -370,3 +370,50 @@ def test_evaluation_matches_the_accumulators_and_writes_files(open_set_data, tmp
     assert set(result["scenarios"]) == {e["scenario"] for e in ds.episodes}
     assert len(list(tmp_path.glob("*_anomalyScore.npy"))) == len(ds) == len(list(tmp_path.glob("*_labelTrainIds.png")))
     assert "AUROC" in sleeg_table(result, "t")
+
+
+# --------------------------------------------------------------------------------------- engine
+@pytest.fixture
+def sleeg_registered(monkeypatch):
+    """The sleeg family in the registry, as baselines/registry.py will hold it."""
+    from baselines import registry
+    from baselines.models import sleeg as sleeg_module
+
+    monkeypatch.setitem(registry.MODELS, "sleeg", sleeg_module.SPECS["sleeg"])
+
+
+def test_resume_exact_with_pasted_anomalies(sleeg_registered, open_set_data, tmp_path):
+    from baselines.config import build_config
+    from baselines.engine import train
+    from baselines.runs import latest_checkpoint, load_checkpoint
+
+    cfg = build_config("sleeg-tiny", ["data.crop=[32,48]", "data.batch_size=2", "data.workers=1", "train.iters=4",
+                                      "train.log_every=1", "model.refine_warmup=2", "model.head_channels=8",
+                                      "data.patch_count=3", "model.segmenter=fpn"], model="sleeg")
+    full = train(cfg, tmp_path / "full", open_set_data, progress=False)
+    first = train(cfg, tmp_path / "split", open_set_data, stop_at=2, progress=False)
+    rest = train(cfg, tmp_path / "split", open_set_data, resume=True, progress=False)
+    assert first.losses + rest.losses == pytest.approx(full.losses, abs=1e-6)
+    a = load_checkpoint(latest_checkpoint(tmp_path / "full"))["model"]
+    b = load_checkpoint(latest_checkpoint(tmp_path / "split"))["model"]
+    assert all(torch.allclose(v, b[k], atol=1e-6) for k, v in a.items())
+
+
+def test_segmenter_run_of_another_model_or_other_classes_is_refused(open_set_data, micro_config, tmp_path):
+    from baselines.engine import train
+    from baselines.models.sleeg import segmenter_from_run
+
+    train(micro_config("prototype", "train.iters=1", "model.second_stream=null"), tmp_path / "proto", open_set_data,
+          progress=False)
+    with pytest.raises(ConfigError, match=r"proto/config.yaml: a run of model 'prototype'"):
+        segmenter_from_run(tmp_path / "proto", 19)
+    train(micro_config("segmenter", "train.iters=1", "model.second_stream=null", "model.unknown_class=true"),
+          tmp_path / "open", open_set_data, progress=False)
+    with pytest.raises(ConfigError, match=r"open/config.yaml: the segmenter predicts 19 classes plus an unknown class"):
+        segmenter_from_run(tmp_path / "open", 19)
+    train(micro_config("segmenter", "train.iters=1", "model.second_stream=null"), tmp_path / "closed", open_set_data,
+          progress=False)
+    seg = segmenter_from_run(tmp_path / "closed", 19)
+    assert hasattr(seg, "segment")
+    with pytest.raises(ConfigError, match="closed-set segmenter over 20 classes"):
+        segmenter_from_run(tmp_path / "closed", 20)
