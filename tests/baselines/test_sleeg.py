@@ -331,6 +331,8 @@ def test_training_dataset_pastes_deterministically(open_set_data):
     plain = ds.base[1]
     changed = (a["image"] != plain["image"]).any(0)
     assert not changed[a["anomaly"] != 1].any()  # only pasted pixels change
+    depth_changed = (a["depth"] != plain["depth"])[0]
+    assert depth_changed.any() and not depth_changed[a["anomaly"] != 1].any()  # the donor's depth too
     ds.seed = 5
     c = ds[1]
     assert ds.base.seed == 5 and not torch.equal(a["anomaly"], c["anomaly"])
