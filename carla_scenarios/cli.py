@@ -76,6 +76,7 @@ def cmd_collect(args) -> int:
     options = col.CollectOptions(
         frames=args.frames, frame_step=args.frame_step, width=args.width, height=args.height, fov=args.fov,
         dt=args.dt, vehicles=args.vehicles, walkers=args.walkers, parked=args.parked, tm_port=args.tm_port,
+        layout=args.layout,
     )
     options.validate()
     specs = col.plan_episodes(towns, scenarios, args.episodes, args.seed, catalogue)
@@ -231,6 +232,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--parked", type=int, default=0,
                    help="parked cars along the kerbs of the ego's road, up to 150 m ahead, on both sides: "
                         "static tracks for the motion benchmark, as on KITTI's streets (default 0)")
+    p.add_argument("--layout", default="ours", choices=("ours", "vca-authors"),
+                   help="ours (default): our construction rectangle and parking cluster; vca-authors: the VCA "
+                        "authors' layouts from their scenario_runner fork (construction: warning sign, debris and "
+                        "an L of cones; parking: a container, a shopping cart and a crossing walker)")
     p.add_argument("--resume", action="store_true",
                    help="skip episodes the manifest lists as complete, redo partial ones")
     p.add_argument("--shard", help="i/N: collect only shard i of N (disjoint parts; merge with `vca-carla merge`)")

@@ -31,7 +31,7 @@ import numpy as np
 from carla_scenarios import decode
 from carla_scenarios.agent import AvoidingAgent, must_stop_at_light, obstacles_from_actors
 from carla_scenarios.backend import backend_name, connect, probe_carla  # noqa: F401 (the collector's API)
-from carla_scenarios.cleanup import ROLES, ServerLink, destroy_leftovers
+from carla_scenarios.cleanup import ServerLink, destroy_leftovers
 from carla_scenarios.footprints import scenario_footprints
 from carla_scenarios.props import (
     enable_physics,
@@ -39,12 +39,20 @@ from carla_scenarios.props import (
     require_extents,
     require_seen,
     settle_records,
-    spawn_height,
 )
 from carla_scenarios.recorder import EpisodeRecorder
 from carla_scenarios.rig import MAX_DT, ActorRegistry, SensorRig, SynchronousMode
 from carla_scenarios.route import Route, lane_route
-from carla_scenarios.scenarios import Layout, plan_layout, world_pose
+from carla_scenarios.scenarios import LAYOUTS, plan_layout
+from carla_scenarios.spawning import (  # noqa: F401 (the collector's API)
+    EpisodeSkipped,
+    _set_role,
+    _transform,
+    spawn_extras,
+    spawn_scenario_walkers,
+    spawn_unknown_objects,
+    start_crossings,
+)
 from carla_scenarios.weather import random_weather
 from vca_data.episodes import (
     EPISODES_DIR,
@@ -74,10 +82,6 @@ DEFAULT_TRAFFIC = ((6, 12), (6, 12))
 
 class CollectError(RuntimeError):
     """Collection cannot go on (no server, lost server, sensor timeout); the message says why."""
-
-
-class EpisodeSkipped(RuntimeError):
-    """This episode cannot be staged in this town (no suitable route, blueprint missing)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -180,6 +184,7 @@ class CollectOptions:
     parked: int = 0  # parked cars along the kerbs of the ego's road
     tm_port: int = 8000
     record: bool = True  # False: drive and render without decoding or writing (the benchmark's bare loop)
+    layout: str = "ours"  # or "vca-authors": the authors' construction and parking layouts
 
     def validate(self) -> None:
         if self.frames < 1:
@@ -193,6 +198,8 @@ class CollectOptions:
                              f"above {MAX_DT:g} s), got {self.dt}")
         if not 10.0 <= self.fov <= 170.0:
             raise ValueError(f"--fov must be in 10..170 degrees, got {self.fov}")
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"--layout must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")
         for name in ("vehicles", "walkers", "parked"):
             value = getattr(self, name)
             if value is not None and value < 0:
@@ -294,49 +301,6 @@ def choose_route(carla_map, near: float, far: float, needed: float, rng: np.rand
     if best is None:
         raise EpisodeSkipped(f"no spawn point with a straight junction-free stretch {near:.0f}-{far:.0f} m ahead")
     return best[1], best[2], best[3]
-
-
-def _transform(x: float, y: float, z: float, yaw: float) -> carla.Transform:
-    return carla.Transform(carla.Location(x=x, y=y, z=z), carla.Rotation(yaw=yaw))
-
-
-def _blueprint(library, bp_id: str, attributes: dict | None = None):
-    try:
-        bp = library.find(bp_id)
-    except (IndexError, RuntimeError, KeyError):
-        raise EpisodeSkipped(f"blueprint {bp_id} is not in this server's blueprint library") from None
-    for key, value in (attributes or {}).items():
-        bp.set_attribute(key, str(value))
-    _set_role(bp, "prop")
-    return bp
-
-
-def _set_role(bp, kind: str) -> None:
-    """Give a blueprint our role name of `kind` (where it has the attribute): leftovers can be found."""
-    if bp.has_attribute("role_name"):
-        bp.set_attribute("role_name", ROLES[kind])
-
-
-def spawn_unknown_objects(world, registry: ActorRegistry, layout: Layout, route: Route) -> list[dict]:
-    """Spawn the layout's objects a little above the ground below them (see `carla_scenarios.props`);
-    returns their records (objects whose spot is taken are left out, with a warning)."""
-    library = world.get_blueprint_library()
-    records = []
-    for p in layout.objects:
-        x, y, z, yaw = world_pose(route, p.s, p.t, p.yaw)
-        z = spawn_height(world, x, y, z, p.unknown.shape)
-        tf = _transform(x, y, z, yaw)
-        actor = registry.try_spawn(_blueprint(library, p.blueprint.id, p.blueprint.attributes), tf)
-        if actor is None:
-            log.warning("could not spawn a %s (%s) at s=%.1f t=%.1f: its spot is taken; left out",
-                        p.unknown.name, p.blueprint.id, p.s, p.t)
-            continue
-        records.append({
-            "actor_id": int(actor.id), "fine_id": p.unknown.fine_id, "class": p.unknown.name,
-            "blueprint": p.blueprint.id, "transform": [x, y, z, 0.0, yaw, 0.0],
-            "route_s": round(p.s, 3), "route_t": round(p.t, 3), "semantic_tags": sorted(int(t) for t in actor.semantic_tags),
-        } | ({"attributes": dict(p.blueprint.attributes)} if p.blueprint.attributes else {}))
-    return records
 
 
 def _cars(library, rng: np.random.Generator) -> list:
@@ -499,21 +463,6 @@ def spawn_parked(world, registry: ActorRegistry, rng: np.random.Generator, route
     return parked
 
 
-def spawn_scenario_walkers(world, registry: ActorRegistry, layout: Layout, route: Route,
-                           rng: np.random.Generator) -> list:
-    """The standing pedestrians of a layout (the parking scenario's shopper)."""
-    walker_bps = sorted(world.get_blueprint_library().filter("walker.pedestrian.*"), key=lambda b: b.id)
-    out = []
-    for wp in layout.walkers if walker_bps else ():
-        x, y, z, yaw = world_pose(route, wp.s, wp.t, wp.yaw)
-        bp = walker_bps[int(rng.integers(len(walker_bps)))]
-        _set_role(bp, "scene_walker")
-        actor = registry.try_spawn(bp, _transform(x, y, z + 1.0, yaw))
-        if actor is not None:
-            out.append(actor)
-    return out
-
-
 def camera_mount(bounding_box) -> carla.Transform:
     """Camera mount just ahead of the ego's box and above its top, so no part of the ego is in view."""
     loc, ext = bounding_box.location, bounding_box.extent
@@ -560,7 +509,7 @@ def collect_episode(client, spec: EpisodeSpec, options: CollectOptions, data_dir
 
         near, far = layout_distance(options)
         spawn, route, window = choose_route(carla_map, near, far, max(far + 14.0, options.drive_distance()) + 40.0, rng)
-        layout = plan_layout(spec.scenario, classes, float(route.lane_width[0]), rng, window)
+        layout = plan_layout(spec.scenario, classes, float(route.lane_width[0]), rng, window, options.layout)
 
         library = world.get_blueprint_library()
         cars = _cars(library, rng)
@@ -578,7 +527,9 @@ def collect_episode(client, spec: EpisodeSpec, options: CollectOptions, data_dir
             raise EpisodeSkipped("none of the scenario's objects could be spawned")
         avoid = [spawn.location] + [carla.Location(x=o["transform"][0], y=o["transform"][1], z=o["transform"][2])
                                     for o in unknown_objects]
-        scene_walkers = spawn_scenario_walkers(world, registry, layout, route, rng)
+        scenery_props = spawn_extras(world, registry, layout, route)
+        crossings: list = []  # walkers that cross when the ego comes close
+        scene_walkers = spawn_scenario_walkers(world, registry, layout, route, rng, crossings)
         (v_lo, v_hi), (w_lo, w_hi) = TOWN_TRAFFIC.get(spec.town, DEFAULT_TRAFFIC)
         n_vehicles = options.vehicles if options.vehicles is not None else int(rng.integers(v_lo, v_hi + 1))
         n_walkers = options.walkers if options.walkers is not None else int(rng.integers(w_lo, w_hi + 1))
@@ -631,7 +582,7 @@ def collect_episode(client, spec: EpisodeSpec, options: CollectOptions, data_dir
             "ego": {"actor_id": int(ego.id), "blueprint": ego_bp.id},
             "npc_vehicles": len(npc_vehicles), "npc_walkers": len(npc_walkers) + len(scene_walkers),
             "parked_vehicles": len(parked), "failed_spawns": failed,
-            "route_length": round(route.length, 2),
+            "route_length": round(route.length, 2), "layout": layout.style, "scenery_props": scenery_props,
         }
         tracks = {
             str(a.id): {"kind": kind, "blueprint": a.type_id, "frames": [], "states": []} for a, kind in dynamic
@@ -643,6 +594,8 @@ def collect_episode(client, spec: EpisodeSpec, options: CollectOptions, data_dir
             ego_tf = ego.get_transform()
             vel = ego.get_velocity()
             speed = math.hypot(vel.x, vel.y)
+            if crossings:
+                start_crossings(crossings, agent.progress, speed)
             obstacles = obstacles_from_actors(world.get_actors(), ego.id, footprints)
             c = agent.run_step(obstacles, ego_tf.location.x, ego_tf.location.y, ego_tf.rotation.yaw, speed, options.dt,
                                must_stop_at_light(ego))

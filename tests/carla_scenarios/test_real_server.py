@@ -516,3 +516,61 @@ def test_agent_stops_at_a_red_light_and_goes_on_green():
     finally:
         world.freeze_all_traffic_lights(False)
         ego.destroy()
+
+
+# -- 12: the authors' layouts -----------------------------------------------------------------------
+
+def test_collect_layout_vca_authors_places_the_authors_construction_l(tmp_path, capsys):
+    """`vca-carla collect --scenario construction --layout vca-authors`: a sign 5 m before the reference
+    point on the lane centre turned 270 degrees, debris 2 m after it, 6 cones every 2 m along the left
+    lane edge and 3 cones 1 m apart across the lane at the far end (the authors' ConstructionSetupCrossing)."""
+    from carla_scenarios import cli
+    from vca_data.episodes import EpisodeReader, read_manifest
+
+    argv = ["collect", "--town", "Town01", "--scenario", "construction", "--layout", "vca-authors", "--backend", "offline",
+            "--out", str(tmp_path), "--frames", "2", "--frame-step", "1", "--width", "32", "--height", "24",
+            "--vehicles", "0", "--walkers", "0", "--seed", "1"]
+    assert cli.main(argv) == 0, capsys.readouterr().err
+    (entry,) = read_manifest(tmp_path)
+    with EpisodeReader(tmp_path / entry["file"]) as ep:
+        objects, extras, layout = ep.attrs["unknown_objects"], ep.attrs["scenery_props"], ep.attrs["layout"]
+    assert layout == "vca-authors" and len(objects) == 10
+    edge = sorted((o for o in objects[1:] if abs(o["route_t"] + 1.75) < 1e-6), key=lambda o: o["route_s"])
+    across = sorted((o for o in objects[1:] if o not in edge), key=lambda o: o["route_t"])
+    sign = objects[0]
+    assert len(edge) == 6 and len(across) == 3
+    pts = np.array([o["transform"][:2] for o in edge])
+    steps = np.diff(pts, axis=0)
+    np.testing.assert_allclose(np.hypot(*steps.T), 2.0, atol=0.05)          # every 2 m
+    along = steps[0] / np.hypot(*steps[0])
+    np.testing.assert_allclose(steps / 2.0, np.repeat(along[None], 5, 0), atol=0.02)  # on one line
+    side = np.array([-along[1], along[0]])  # CARLA's right of the lane direction
+    cross = np.array([o["transform"][:2] for o in across]) - pts[-1]
+    np.testing.assert_allclose(cross @ along, 0.0, atol=0.05)                # at the far end
+    np.testing.assert_allclose(cross @ side, [1.0, 2.0, 3.0], atol=0.05)     # 1 m apart, into the lane
+    sign_rel = np.array(sign["transform"][:2]) - pts[0]
+    assert sign_rel @ along == pytest.approx(-7.0, abs=0.05)                  # 35 m vs cones from 42 m
+    assert sign_rel @ side == pytest.approx(1.75, abs=0.05)                   # on the lane centre
+    lane_yaw = math.degrees(math.atan2(along[1], along[0]))
+    assert (sign["transform"][4] - lane_yaw - 270.0) % 360.0 == pytest.approx(0.0, abs=0.5)
+    (debris,) = extras
+    assert debris["blueprint"] == "static.prop.dirtdebris02"
+    debris_rel = np.array(debris["transform"][:2]) - pts[0]
+    assert debris_rel @ along == pytest.approx(0.0, abs=0.05) and debris_rel @ side == pytest.approx(1.75, abs=0.05)
+
+
+def test_layout_vca_authors_parking_and_ours_by_default():
+    from carla_scenarios.scenarios import plan_layout
+    from vca_data.labels import default_catalogue
+
+    classes = default_catalogue().unknown_classes("train", "parking")
+    ours = plan_layout("parking", classes, 3.5, np.random.default_rng(0), (20.0, 38.0))
+    assert ours.style == "ours" and not ours.extras
+    authors = plan_layout("parking", classes, 3.5, np.random.default_rng(0), (20.0, 38.0), "vca-authors")
+    (container,) = authors.extras
+    (walker,) = authors.walkers
+    assert container.blueprint == "static.prop.container" and (container.s, container.t) == (25.0, 0.0)
+    assert (walker.s, walker.t, walker.speed, walker.trigger_s) == (11.5, 5.0, 4.0, 5.0)
+    assert len(authors.objects) == 1 and authors.objects[0].unknown.scenario == "parking"
+    with pytest.raises(ValueError, match="--layout"):
+        plan_layout("parking", classes, 3.5, np.random.default_rng(0), (20.0, 38.0), "theirs")
