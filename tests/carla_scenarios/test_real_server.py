@@ -574,3 +574,18 @@ def test_layout_vca_authors_parking_and_ours_by_default():
     assert len(authors.objects) == 1 and authors.objects[0].unknown.scenario == "parking"
     with pytest.raises(ValueError, match="--layout"):
         plan_layout("parking", classes, 3.5, np.random.default_rng(0), (20.0, 38.0), "theirs")
+
+
+def test_the_authors_walker_starts_crossing_when_the_ego_is_5_s_away():
+    from types import SimpleNamespace
+
+    from carla_scenarios.scenarios import WalkerPlacement
+    from carla_scenarios.spawning import start_crossings
+
+    applied = []
+    walker = SimpleNamespace(apply_control=applied.append)
+    crossings = [(walker, WalkerPlacement(50.0, 5.0, -90.0, speed=4.0, trigger_s=5.0), carla.Vector3D(0, -1, 0))]
+    start_crossings(crossings, ego_s=10.0, ego_speed=7.0)  # 40 m at 7 m/s: 5.7 s away
+    assert not applied and crossings
+    start_crossings(crossings, ego_s=16.0, ego_speed=7.0)  # 34 m: 4.9 s away
+    assert not crossings and applied[0].speed == pytest.approx(4.0) and applied[0].direction.y == -1.0
