@@ -45,8 +45,8 @@ class PrototypeHead(nn.Module):
     """`num_convs` 3x3 conv + GroupNorm + ReLU modules, a 1x1 convolution to `embed_dim`-d pixel
     embeddings, and the prototype parameters (means, scales, gamma) initialised from N(0, 0.01).
 
-    `eps` keeps the logit scale finite: the scales start near 0, so at the start 2 sigma^2 << eps and
-    the logits are about -distance / eps."""
+    `eps` keeps the logit scale finite: with the paper's initialisation the scales start near 0, so at
+    the start 2 sigma^2 << eps and the logits are about -distance / eps."""
 
     def __init__(
         self,
@@ -57,6 +57,9 @@ class PrototypeHead(nn.Module):
         num_convs: int = 4,
         eps: float = 1.0,
         init_std: float = 0.01,
+        sigma_init: float | None = None,
+        embed_std: float | None = None,
+        gamma_init: float | None = None,
     ):
         super().__init__()
         if num_classes < 1 or embed_dim < 1 or num_convs < 1 or eps <= 0:
@@ -71,13 +74,18 @@ class PrototypeHead(nn.Module):
         )
         self.embed = nn.Conv2d(channels, embed_dim, kernel_size=1)
         self.means = nn.Parameter(torch.randn(num_classes, embed_dim) * init_std)
-        self.sigmas = nn.Parameter(torch.randn(num_classes) * init_std)
-        self.gamma = nn.Parameter(torch.randn(()) * init_std)
+        # the paper draws the scales from N(0, 0.01) too (logit scale 1 / (2 sigma^2 + eps) ~ 5000 with the
+        # authors' eps); `sigma_init` starts every scale at that value instead (scale 1 / (2 s^2 + eps))
+        self.sigmas = nn.Parameter(torch.randn(num_classes) * init_std if sigma_init is None
+                                   else torch.full((num_classes,), float(sigma_init)))
+        self.gamma = nn.Parameter(torch.randn(()) * init_std if gamma_init is None else torch.tensor(float(gamma_init)))
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.normal_(m.weight, std=init_std)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
+        if embed_std is not None:  # the embedding layer alone drawn wider: embeddings of order 1, not 0.01
+            nn.init.normal_(self.embed.weight, std=float(embed_std))
 
     def embeddings(self, features: torch.Tensor) -> torch.Tensor:
         return self.embed(self.tower(features))

@@ -22,6 +22,11 @@ vca-baseline train --model prototype --config tiny --data "$DATA" --out "$RUN"
 step "4/8 evaluate: mIoU on known classes, CA-IoU on the test split's unknown objects, per scenario"
 vca-baseline eval "$RUN" --data "$DATA" --save-predictions "$OUT/predictions"
 
+step "4b/8 look at the predictions: one frame per scenario of the test towns, RGB | ground truth | prediction | unknown probability"
+vca-baseline predict "$RUN" "$DATA"/episodes/Town02_*_100.h5 --frames middle --panel --sheet "$OUT/panels.png" \
+    --out "$OUT/panels" --quiet
+ls "$OUT"/panels/*_panel.png
+
 step "5/8 score the saved predictions as files against a Cityscapes-style export: the same mIoU/CA-IoU, and the unknown class as a pixel anomaly detector (AP, AUROC, FPR@95, component F1)"
 vca-carla export "$DATA" --format cityscapes --split test --out "$OUT/cityscapes"
 vca-baseline metrics --kind semantic --pred "$OUT/predictions" --pred-suffix _labelTrainIds \
@@ -42,5 +47,6 @@ vca-analyze stats --labels "$OUT/carla_mots/motion_labels.json" --out "$OUT/moti
 step "8/8 export the proposals in the VCA release form (COCO JSON, moving=1 / static=2)"
 vca-annotate export "$OUT/carla_mots" --format coco --include-proposals --out "$OUT/motion_coco.json"
 
-printf '\nDemo done: dataset %s, run %s, figures %s/stats and %s/dendrogram.png.\n' "$DATA" "$RUN" "$OUT" "$OUT"
+printf '\nDemo done: dataset %s, run %s, figures %s/stats and %s/dendrogram.png, prediction panels %s/panels.png.\n' "$DATA" "$RUN" "$OUT" "$OUT" "$OUT"
+printf 'Training curves and panels: tensorboard --logdir %s\n' "$RUN"
 printf 'Label the exported tracks by hand with: vca-annotate %s/carla_mots\n' "$OUT"

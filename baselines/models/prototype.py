@@ -50,12 +50,17 @@ class PrototypeSegmenter(nn.Module):
         eps: float = 1.0,
         unknown_weight: float = 1.0,
         contrastive: dict | None = None,
+        sigma_init: float | None = None,
+        embed_std: float | None = None,
+        gamma_init: float | None = None,
     ):
         super().__init__()
         self.num_classes = num_classes
         self.unknown_weight = float(unknown_weight)
         self.body = DenseFeatures(backbone, weights, norm, second_stream, depth_max, fpn_channels)
-        self.head = PrototypeHead(fpn_channels, num_classes, head_channels, embed_dim, num_convs, eps)
+        self.head = PrototypeHead(fpn_channels, num_classes, head_channels, embed_dim, num_convs, eps,
+                                  sigma_init=sigma_init, embed_std=embed_std,
+                                  gamma_init=gamma_init)
         self.contrastive = dict(contrastive) if contrastive else None
         if self.contrastive is not None:
             self.projection = ProjectionHead(fpn_channels, head_channels, int(self.contrastive.get("proj_dim", 128)))
@@ -143,6 +148,9 @@ MODEL_DEFAULTS: dict = {
     "num_convs": 4,
     "eps": 1.0e-10,              # the authors' value (appearance_ca_mahalanobis.py, compute_preds)
     "unknown_weight": 1.0,       # cross-entropy weight of unknown pixels; 1 = the paper
+    "sigma_init": None,          # null: scales from N(0, 0.01) as the paper; a value: every scale starts there
+    "gamma_init": None,          # null: the unknown logit from N(0, 0.01) as the paper; a value: it starts there
+    "embed_std": None,           # null: the embedding conv from N(0, 0.01) like the tower; a value: its std
     "contrastive": {"proj_dim": 128, "temperature": 0.07, "weight": 0.1, "per_class": 64},
 }
 
@@ -163,7 +171,7 @@ def _spec(builder) -> ModelSpec:
     return ModelSpec(
         build=builder, model_defaults=MODEL_DEFAULTS, datasets=open_set_datasets, evaluate=evaluate_open_set,
         table=results_table, validate=validate_prototype, describe=describe_open_set, panels=open_set_panels,
-        nullable=frozenset({"weights", "second_stream"}),
+        nullable=frozenset({"weights", "second_stream", "sigma_init", "embed_std", "gamma_init"}),
     )
 
 

@@ -13,7 +13,7 @@ EPISODES = [("Town01", "parking", 0), ("Town03", "construction", 1), ("Town02", 
 # The smallest settings the real code paths accept: ResNet-18 two-stream, narrow FPN and head, 32x48 crops.
 MICRO = [
     "model.fpn_channels=16", "model.head_channels=16", "model.embed_dim=8", "model.contrastive.proj_dim=8",
-    "model.contrastive.per_class=8", "data.crop=[32,48]", "data.batch_size=2", "data.workers=0",
+    "model.contrastive.per_class=8", "data.resize=null", "eval.resize=null", "data.crop=[32,48]", "data.batch_size=2", "data.workers=0",
     "train.iters=4", "train.milestones=[3]", "train.warmup_iters=2", "train.log_every=1",
     "train.checkpoint_every=100", "train.lr=0.01",
 ]
