@@ -461,7 +461,7 @@ def train(
                 last_step = step >= total or step == stop_at or bool(interrupted)
                 if board is not None and spec.panels is not None and t_cfg["panels"] and eval_set is not None and (
                         periodic or last_step):
-                    for name, picture in spec.panels(core, eval_set, info.device, int(t_cfg["panels"])):
+                    for name, picture in spec.panels(core, eval_set, info.device, int(t_cfg["panels"]), cfg["eval"]["resize"]):
                         board.image(f"predictions/{name}", picture, step)
                     model.train()
                 if last_step:

@@ -160,19 +160,24 @@ def predict(
             batch = {k: v[None].to(dev) for k, v in tensors.items()}
             pred = model.predict(batch)
             semantic = pred["semantic"][0].cpu().numpy().astype(np.uint8)
-            unknown = pred["unknown"][0].cpu().numpy()
-            score = pred["unknown_prob"][0].cpu().numpy().astype(np.float32)
+            anomaly = "anomaly_score" in pred  # SLEEG: an anomaly score, no unknown class
+            score = pred["anomaly_score" if anomaly else "unknown_prob"][0].float().cpu().numpy()
+            unknown = (pred["unknown"][0].cpu().numpy() if "unknown" in pred else np.zeros(semantic.shape, bool))
             if size is not None:  # back to the input's size
                 semantic = cv2.resize(semantic, (w, h), interpolation=cv2.INTER_NEAREST)
                 unknown = cv2.resize(unknown.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)
                 score = cv2.resize(score, (w, h), interpolation=cv2.INTER_LINEAR)
-            written += write_prediction(out_dir, name, semantic, score)
+            written += write_prediction(out_dir, name, semantic, score,
+                                        score_suffix="_anomalyScore" if anomaly else "_unknownScore")
             for suffix, rgb in (("semantic", colorize_train(semantic)), ("unknown", unknown_overlay(sample["image"], unknown))):
                 target = out_dir / f"{name}_{suffix}.png"
                 write_png(target, rgb)
                 written.append(target)
             if panel or sheet is not None:
-                picture = prediction_panel(sample["image"], truth, semantic, score)
+                shown = score
+                if anomaly:  # an unbounded score, shown from its frame's minimum (black) to maximum (yellow)
+                    shown = (score - score.min()) / max(float(score.max() - score.min()), 1e-12)
+                picture = prediction_panel(sample["image"], truth, semantic, shown)
                 panels.append((name, picture))
                 if panel:
                     target = out_dir / f"{name}_panel.png"

@@ -12,6 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
@@ -44,8 +45,35 @@ def train_transform(cfg: dict) -> Compose:
 
 
 def eval_transform(cfg: dict) -> Compose | None:
-    size = cfg["eval"]["resize"]
-    return Compose([Resize(*size)]) if size is not None else None
+    """Resizing of evaluation samples: none. Evaluation frames keep their native size, so metrics and
+    saved predictions are at the labels' resolution; a model evaluated at `eval.resize` is run at that
+    size and its outputs brought back (predict_at)."""
+    return None
+
+
+def predict_at(model: nn.Module, inputs: dict, size: list[int] | tuple[int, int] | None) -> dict:
+    """model.predict on the batch resized to `size` ([height, width]: image bilinear, depth nearest;
+    None: as is), every (B, H, W) output brought back to the input's size (integer and boolean maps
+    nearest, scores bilinear)."""
+    if size is None or tuple(inputs["image"].shape[-2:]) == tuple(size):
+        return model.predict(inputs)
+    h, w = inputs["image"].shape[-2:]
+    small = dict(inputs)
+    for key, value in inputs.items():
+        if isinstance(value, torch.Tensor) and value.ndim == 4:
+            mode = "bilinear" if key == "image" else "nearest"
+            small[key] = F.interpolate(value.float(), size=tuple(size), mode=mode,
+                                       **({"align_corners": False} if mode == "bilinear" else {}))
+    pred = model.predict(small)
+    out = {}
+    for key, value in pred.items():
+        if isinstance(value, torch.Tensor) and value.ndim == 3:
+            if value.is_floating_point():
+                value = F.interpolate(value[:, None], size=(h, w), mode="bilinear", align_corners=False)[:, 0]
+            else:
+                value = F.interpolate(value[:, None].float(), size=(h, w), mode="nearest")[:, 0].to(value.dtype)
+        out[key] = value
+    return out
 
 
 def open_set_datasets(cfg: dict, data_dir: str | Path, split: str, train: bool) -> OpenSetDataset:
@@ -135,7 +163,7 @@ def evaluate_open_set(
         for batch in tqdm(loader, desc="eval", unit="batch", disable=not progress, dynamic_ncols=True):
             inputs = {k: v.to(device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
             with torch.autocast(device.type, enabled=amp and device.type == "cuda"):
-                pred = model.predict(inputs)
+                pred = predict_at(model, inputs, e_cfg.get("resize"))
             semantic, labels = pred["semantic"], inputs["label"]
             for i, scenario in enumerate(batch["meta"]["scenario"]):
                 name = frame_name(batch["meta"], i)
@@ -207,9 +235,12 @@ def denormalize(image: torch.Tensor) -> np.ndarray:
 
 
 @torch.no_grad()
-def open_set_panels(model: nn.Module, dataset: Dataset, device: torch.device | str, count: int = 3) -> list[tuple[str, np.ndarray]]:
+def open_set_panels(model: nn.Module, dataset: Dataset, device: torch.device | str, count: int = 3,
+                    size: list[int] | None = None) -> list[tuple[str, np.ndarray]]:
     """Prediction panels of one frame per scenario (the middle frame of its first episode), at most
-    `count`: [(scenario, HxWx3 uint8)]."""
+    `count`, the model run at `size`: [(scenario, HxWx3 uint8)]. The last part is the unknown class's
+    probability, or for an anomaly detector (SLEEG: 'anomaly_score', unbounded) its score scaled from
+    the frame's minimum to its maximum."""
     base = dataset.dataset if isinstance(dataset, Subset) else dataset
     picks: dict[str, int] = {}
     if isinstance(base, OpenSetDataset):
@@ -226,11 +257,17 @@ def open_set_panels(model: nn.Module, dataset: Dataset, device: torch.device | s
         for scenario, index in sorted(picks.items())[:count]:
             sample = base[index]
             batch = {k: v[None].to(device) for k, v in sample.items() if isinstance(v, torch.Tensor)}
-            pred = model.predict(batch)
+            pred = predict_at(model, batch, size)
             label = sample.get("label")
+            if "anomaly_score" in pred:
+                score = pred["anomaly_score"][0].float().cpu().numpy()
+                span = float(score.max() - score.min())
+                score = (score - score.min()) / span if span > 0 else np.zeros_like(score)
+            else:
+                score = pred["unknown_prob"][0].float().cpu().numpy()
             panels.append((scenario, prediction_panel(
                 denormalize(sample["image"]), None if label is None else label.numpy().astype(np.uint8),
-                pred["semantic"][0].cpu().numpy().astype(np.uint8), pred["unknown_prob"][0].float().cpu().numpy(),
+                pred["semantic"][0].cpu().numpy().astype(np.uint8), score,
             )))
     finally:
         model.train(was_training)

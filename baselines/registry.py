@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from torch import nn
 
+from baselines.models import deeplab as _deeplab
 from baselines.models import prototype as _prototype
 from baselines.models import segmenter as _segmenter
+from baselines.models import sleeg as _sleeg
 from baselines.spec import ModelSpec
 
-MODELS: dict[str, ModelSpec] = {**_prototype.SPECS, **_segmenter.SPECS}
+MODELS: dict[str, ModelSpec] = {**_prototype.SPECS, **_segmenter.SPECS, **_deeplab.SPECS, **_sleeg.SPECS}
 
 
 def spec_of(name: str) -> ModelSpec:

@@ -35,6 +35,23 @@ vca-baseline metrics --kind anomaly --pred "$OUT/predictions" --pred-suffix _unk
     --gt "$OUT/cityscapes/gtFine" --gt-suffix _gtFine_labelTrainIds --anomaly-label 254 \
     --components --min-component-size 20 --min-instance-size 20 --out "$OUT/metrics_anomaly.json"
 
+step "5b/8 SLEEG: a closed-set segmenter (unknowns ignored), then SLEEG's OoD head on it with pasted anomalies; AP / AUROC / FPR@95 against the prototype model's unknown probability on the same test frames"
+vca-baseline train --model segmenter --config tiny --data "$DATA" --out "$OUT/run_segmenter" --quiet
+vca-baseline train --model sleeg --config sleeg-tiny --set model.segmenter=run:"$OUT/run_segmenter" \
+    --data "$DATA" --out "$OUT/run_sleeg" --quiet
+vca-baseline eval "$OUT/run_sleeg" --data "$DATA" --save-predictions "$OUT/predictions_sleeg" --quiet
+vca-baseline metrics --kind anomaly --pred "$OUT/predictions_sleeg" --pred-suffix _anomalyScore \
+    --gt "$OUT/cityscapes/gtFine" --gt-suffix _gtFine_labelTrainIds --anomaly-label 254 \
+    --out "$OUT/metrics_anomaly_sleeg.json" > /dev/null
+python - "$OUT" <<'PY'
+import json, sys
+out = sys.argv[1]
+print(f"{'unknown objects of the test towns':34s} {'AP':>6s} {'AUROC':>6s} {'FPR@95':>7s}")
+for name, path in (("prototype, unknown probability", "metrics_anomaly.json"), ("SLEEG (paper options)", "metrics_anomaly_sleeg.json")):
+    p = json.load(open(f"{out}/{path}"))["results"]["pixel"]
+    print(f"{name:34s} {100 * p['ap']:6.1f} {100 * p['auroc']:6.1f} {100 * p['fpr_at_tpr']:7.1f}")
+PY
+
 step "6/8 prototypes of the unknown objects and their dendrogram (backbone of the trained run)"
 vca-analyze dendrogram "$DATA" --weights "run:$RUN" --layer layer3 --max-images 20 --out "$OUT/dendrogram.png" \
     --save-prototypes "$OUT/prototypes.npz"

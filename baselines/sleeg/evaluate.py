@@ -15,12 +15,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from baselines.openset import denormalize, evenly_spaced, frame_name, prediction_panel
+from baselines.openset import evenly_spaced, frame_name, open_set_panels, predict_at
 from baselines.outputs import write_prediction
-from vca_data.datasets import OpenSetDataset
 from vca_data.labels import UNKNOWN, VOID
 from vca_data.metrics.anomaly import AnomalyPixelMetrics
 from vca_data.metrics.components import ComponentMetrics
@@ -46,7 +45,7 @@ def _batches(model, dataset, device, cfg, max_images, progress, desc, batch_size
     for batch in tqdm(loader, desc=desc, unit="batch", disable=not progress, dynamic_ncols=True):
         inputs = {k: v.to(device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
         with torch.autocast(device.type, enabled=amp and device.type == "cuda"):
-            pred = model.predict(inputs)
+            pred = predict_at(model, inputs, (cfg or {}).get("eval", {}).get("resize"))
         for i, scenario in enumerate(batch["meta"]["scenario"]):
             yield (scenario, frame_name(batch["meta"], i), pred["semantic"][i],
                    pred["anomaly_score"][i].float(), anomaly_labels(inputs["label"][i]))
@@ -127,34 +126,5 @@ def sleeg_table(result: dict, title: str | None = None) -> str:
     return format_table(rows, columns=list(columns), percent=[c for c in columns if c != "images"], title=title)
 
 
-@torch.no_grad()
-def sleeg_panels(model: nn.Module, dataset: Dataset, device: torch.device | str, count: int = 3) -> list[tuple[str, np.ndarray]]:
-    """Panels RGB | ground truth | closed-set prediction | anomaly score (min-max scaled per frame) of
-    the middle frame of each scenario's first episode, at most `count`."""
-    base = dataset.dataset if isinstance(dataset, Subset) else dataset
-    picks: dict[str, int] = {}
-    if isinstance(base, OpenSetDataset):
-        for i, entry in enumerate(base.episodes):
-            if entry["scenario"] not in picks:
-                where = np.flatnonzero(base._episode_of == i)
-                picks[entry["scenario"]] = int(where[len(where) // 2])
-    else:
-        picks = {str(i): i for i in range(min(count, len(base)))}
-    was_training = model.training
-    model.eval()
-    panels = []
-    try:
-        for scenario, index in sorted(picks.items())[:count]:
-            sample = base[index]
-            batch = {k: v[None].to(device) for k, v in sample.items() if isinstance(v, torch.Tensor)}
-            pred = model.predict(batch)
-            score = pred["anomaly_score"][0].float().cpu().numpy()
-            span = float(score.max() - score.min())
-            scaled = (score - score.min()) / span if span > 0 else np.zeros_like(score)
-            label = sample.get("label")
-            panels.append((scenario, prediction_panel(
-                denormalize(sample["image"]), None if label is None else label.numpy().astype(np.uint8),
-                pred["semantic"][0].cpu().numpy().astype(np.uint8), scaled)))
-    finally:
-        model.train(was_training)
-    return panels
+#: SLEEG's panels: the open-set panels show the anomaly score, scaled per frame.
+sleeg_panels = open_set_panels
