@@ -13,13 +13,16 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("vca_data", "carla_scenarios", "annotator", "analysis", "baselines")
 MAX_LINES = 800
 
-# Import circles left in place because they are the honest shape, each with the reason (none so far;
-# an entry whose circle has been opened should come off).
-ALLOWED_CIRCLES: dict[frozenset[str], str] = {}
+# Import circles left in place because they are the honest shape, each with the reason (an entry whose
+# circle has been opened should come off).
+ALLOWED_CIRCLES: dict[frozenset[str], str] = {
+    frozenset({"baselines.config", "baselines.models.sleeg", "baselines.registry", "baselines.runs"}):
+        "SLEEG is built on a trained run (model.segmenter=run:DIR): its builder loads that run, lazily, with "
+        "baselines.runs, which rebuilds any family's model through the registry that lists SLEEG",
+}
 # Circles that other changes are opening now; the lead takes them off when those land. Not checked for
 # staleness, so that those changes can land in any order.
 OPENING_ELSEWHERE: list[frozenset[str]] = [
-    frozenset({"baselines.engine", "baselines.evaluate"}),  # being opened by another change
     frozenset({"carla_scenarios.offline.world", "carla_scenarios.offline.actors",  # being opened by another change
                "carla_scenarios.offline.client", "carla_scenarios.offline.sensors",
                "carla_scenarios.offline.traffic"}),
