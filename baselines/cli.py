@@ -79,7 +79,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     result = evaluate_run(args.run, args.data, split=args.split, checkpoint=args.checkpoint, device=args.device,
-                          progress=not args.quiet, save_dir=args.save_predictions)
+                          progress=not args.quiet, save_dir=args.save_predictions, fmt=args.format)
     title = f"{result['model']} at step {result['step']} on {result['split']} split of {args.data}"
     print(spec_of(result["model"]).table(result, title=title))
     headline = ", ".join(f"{k} {v * 100:.1f}" for k, v in result["headline"].items())
@@ -126,6 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", type=Path, required=True, help="open-set dataset folder")
     p.add_argument("--split", choices=["train", "test"], default=None, help="split to evaluate (default: the config's, test)")
     p.add_argument("--checkpoint", type=Path, default=None, help="a checkpoint file instead of the newest")
+    p.add_argument("--format", choices=["fishyscapes", "road-anomaly", "smiyc"], default=None,
+                   help="DATA is an anomaly benchmark folder in its published layout (Fishyscapes Lost & Found / "
+                        "Static, Road Anomaly, SegmentMeIfYouCan RoadAnomaly21 / RoadObstacle21) instead of an "
+                        "open-set dataset; for anomaly detectors (SLEEG; the prototype model's unknown score)")
     p.add_argument("--device", default=None, help="cpu | cuda[:i] (default: cuda when available)")
     p.add_argument("--save-predictions", type=Path, default=None, metavar="DIR",
                    help="also write each frame's prediction to DIR as <episode>_<frame>_labelTrainIds.png and "

@@ -33,6 +33,7 @@ def evaluate_run(
     device: str | None = None,
     progress: bool = True,
     save_dir: str | Path | None = None,
+    fmt: str | None = None,
 ) -> dict:
     """Evaluate a run on data_dir's split (default: the config's eval split) with its family's
     evaluation, print nothing, write RUN/metrics.json (keeping the training history) and return the
@@ -42,7 +43,15 @@ def evaluate_run(
     cfg, model, step = load_run(run_dir, checkpoint, dev)
     split = split or cfg["data"]["eval_split"]
     spec = spec_of(cfg["model"]["name"])
-    dataset = spec.datasets(cfg, Path(data_dir), split, False)
+    if fmt is not None:  # an anomaly benchmark folder in its published layout
+        if "depth" in model.input_keys:
+            raise ValueError(f"{run_dir}: the model takes a depth input and {fmt} has none; evaluate an RGB-only "
+                             "run (a segmenter / SLEEG trained with model.second_stream=null, or deeplabv3)")
+        from baselines.openset import BenchmarkDataset
+
+        dataset, split = BenchmarkDataset(data_dir, fmt), fmt
+    else:
+        dataset = spec.datasets(cfg, Path(data_dir), split, False)
     result = spec.evaluate(model, dataset, dev, cfg, progress=progress, save_dir=save_dir)
     result.update({"model": cfg["model"]["name"], "step": step, "data": str(Path(data_dir)), "split": split})
     path = run_dir / "metrics.json"

@@ -283,3 +283,36 @@ def stack_panels(panels: list[tuple[str, np.ndarray]], gap: int = 4) -> np.ndarr
         cv2.putText(p, name, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
         rows += [p, np.full((gap, width, 3), 255, np.uint8)]
     return np.concatenate(rows[:-1], axis=0)
+
+
+class BenchmarkDataset(Dataset):
+    """The labelled frames of an anomaly benchmark folder (vca_data.formats.anomaly_benchmarks:
+    Fishyscapes, Road Anomaly, SegmentMeIfYouCan) as open-set samples: 'image' normalised, 'label'
+    254 on anomalies, 255 void and 0 elsewhere (the benchmarks label no known classes, so mIoU is
+    meaningless on them; the anomaly metrics read 254 / 255 only), meta scenario = the subset."""
+
+    def __init__(self, root: str | Path, fmt: str):
+        from vca_data.formats.anomaly_benchmarks import BenchmarkError, discover
+
+        self.benchmark = discover(root, fmt)
+        if not self.benchmark.frames:
+            raise BenchmarkError(f"{root}: no labelled {fmt} frames")
+        from vca_data.transforms import Normalize, ToTensor
+
+        self._finish = [ToTensor(label_keys=("label",)), Normalize()]
+
+    def __len__(self) -> int:
+        return len(self.benchmark.frames)
+
+    def __getitem__(self, index: int) -> dict:
+        from vca_data.formats.anomaly_benchmarks import read_frame
+        from vca_data.labels import UNKNOWN, VOID
+
+        frame = self.benchmark.frames[index]
+        rgb, label = read_frame(frame)
+        label = np.where(label == 1, UNKNOWN, np.where(label == VOID, VOID, 0)).astype(np.uint8)
+        sample = {"image": rgb, "label": label}
+        for step in self._finish:
+            sample = step(sample)
+        sample["meta"] = {"episode": frame.name.replace("/", "_"), "frame": 0, "scenario": frame.subset}
+        return sample

@@ -159,3 +159,34 @@ def test_tiny_prototype_learns_like_a_softmax_head(open_set_data, micro_config):
     # measured: tiny 2.9 -> 0.18, softmax 3.1 -> 0.29, paper init 2.5e5 -> 59, old tiny 3.0 -> 2.0
     assert tiny[-1] < 0.35 * tiny[0] and tiny[-1] < 1.5 * softmax[-1]
     assert paper_init[-1] > 3 * tiny[-1] and old_tiny[-1] > 3 * tiny[-1]
+
+
+def test_eval_on_a_fishyscapes_folder(open_set_data, micro_overrides, tmp_path, capsys):
+    import cv2
+
+    root = tmp_path / "fs" / "LostAndFound"
+    (root / "original").mkdir(parents=True)
+    (root / "labels").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        cv2.imwrite(str(root / "original" / f"f{i}.png"), rng.integers(0, 255, (40, 56, 3), dtype=np.uint8))
+        label = np.zeros((40, 56), np.uint8)
+        label[10:20, 10:30] = 1
+        label[:3] = 255
+        cv2.imwrite(str(root / "labels" / f"f{i}.png"), label)
+    run = tmp_path / "run"
+    sets = [x for item in micro_overrides + ["train.iters=1", "model.second_stream=null"] for x in ("--set", item)]
+    assert main(["train", "--model", "prototype", "--config", "tiny", "--data", str(open_set_data), "--out", str(run),
+                 "--quiet", *sets]) == 0
+    capsys.readouterr()
+    preds = tmp_path / "preds"
+    assert main(["eval", str(run), "--data", str(tmp_path / "fs"), "--format", "fishyscapes", "--quiet",
+                 "--save-predictions", str(preds)]) == 0
+    out = capsys.readouterr().out
+    assert "LostAndFound" in out and "on 2 images" in out
+    assert sorted(p.name for p in preds.iterdir()) == sorted(
+        f"LostAndFound_f{i}_000000_{kind}" for i in range(2) for kind in ("labelTrainIds.png", "unknownScore.npy"))
+    (root / "labels" / "f1.png").unlink()
+    (root / "labels" / "f0.png").write_bytes(cv2.imencode(".png", np.full((40, 56), 7, np.uint8))[1].tobytes())
+    assert main(["eval", str(run), "--data", str(tmp_path / "fs"), "--format", "fishyscapes", "--quiet"]) == 2
+    assert "f0.png" in capsys.readouterr().err
