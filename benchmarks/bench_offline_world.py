@@ -1,12 +1,15 @@
 """Benchmark: the offline world's synchronous loop with one four-camera rig (rgb, depth, semantic,
 instance) at 640x360 and a collision sensor on a driving ego (autopilot), 20 NPC vehicles and 20 walkers.
 
-Target: at least 15 ticks/s. Reference measured in the same run: the same scene drawn the plain way,
-all of it (ground planes included) by PyBullet's TINY renderer, one `getCameraImage` per camera, which
-is what a direct implementation would do. Prints ticks/s (wall clock and CPU time: the machine may be
-shared), the per-part breakdown (traffic and physics, collisions, render, encode) and PASS/FAIL.
+Every town by default (`--town all`), one row each, because the slowest town decides whether a
+collection keeps up. Target: at least 17 ticks/s of CPU time of this process (process_time: the machine
+may be shared, and wall clock then measures the other users too) in the slowest town; PASS/FAIL is
+printed for that town. Reference measured in the same run for the first town: the same scene drawn the
+plain way, all of it (ground planes included) by PyBullet's TINY renderer, one `getCameraImage` per
+camera, which is what a direct implementation would do. Prints ticks/s (wall clock and CPU time) and the
+per-part breakdown (traffic and physics, collisions, render, encode; wall clock ms per tick).
 
-    python benchmarks/bench_offline_world.py [--town Town03] [--ticks 100] [--width 640 --height 360]
+    python benchmarks/bench_offline_world.py [--town all|Town03] [--ticks 100] [--width 640 --height 360]
 """
 
 from __future__ import annotations
@@ -22,10 +25,10 @@ from tqdm import tqdm
 
 from carla_scenarios.offline import command
 from carla_scenarios.offline.client import synchronous_world
-from carla_scenarios.offline.map import build_town
+from carla_scenarios.offline.map import TOWN_NAMES, build_town
 from carla_scenarios.offline.render import FAR, NEAR, Renderer
 
-TARGET = 15.0
+TARGET = 17.0  # ticks/s of CPU time, in the slowest town
 CAMERAS = ("rgb", "depth", "semantic_segmentation", "instance_segmentation")
 
 
@@ -106,10 +109,28 @@ def reference(town_name: str, camera: carla.Transform, width: int, height: int, 
     return (time.perf_counter() - wall0) / frames, (time.process_time() - cpu0) / frames
 
 
+def measure(args: argparse.Namespace, town: str, with_reference: bool) -> dict:
+    """One town: ticks/s (wall, CPU), ms per tick of each part, metres driven, and the reference."""
+    run = argparse.Namespace(**{**vars(args), "town": town})
+    client, world, ego, npc, walkers, queues = setup(run)
+    run_loop(world, queues, args.warmup)
+    start = ego.get_location()
+    wall, cpu, parts = run_loop(world, queues, args.ticks)
+    row = {"town": town, "wall": args.ticks / wall, "cpu": args.ticks / cpu, "driven": ego.get_location().distance(start),
+           "npc": len(npc), "walkers": len(walkers)}
+    row.update({part: 1000 * seconds / args.ticks for part, seconds in parts.items()})
+    row["other"] = 1000 * (wall - sum(parts.values())) / args.ticks
+    if with_reference:
+        camera = [a for a in world.get_actors().filter("sensor.camera.rgb")][0].get_transform()
+        row["ref_wall"], row["ref_cpu"] = reference(town, camera, args.width, args.height, args.reference_frames)
+    client.load_world(town)  # releases the actors and the renderer
+    return row
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--town", default="Town03", help="offline town (default Town03, the largest)")
-    parser.add_argument("--ticks", type=int, default=100, help="timed ticks (default 100)")
+    parser.add_argument("--town", default="all", help=f"offline town, or 'all' (default): {', '.join(TOWN_NAMES)}")
+    parser.add_argument("--ticks", type=int, default=100, help="timed ticks per town (default 100)")
     parser.add_argument("--warmup", type=int, default=10, help="untimed ticks first (default 10)")
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--height", type=int, default=360)
@@ -120,31 +141,24 @@ def main() -> int:
     args = parser.parse_args()
     if args.ticks < 1 or args.width < 16 or args.height < 16:
         parser.error("--ticks must be >= 1 and the image at least 16x16")
+    if args.town != "all" and args.town not in TOWN_NAMES:
+        parser.error(f"--town must be 'all' or one of {', '.join(TOWN_NAMES)}, got {args.town!r}")
+    towns = list(TOWN_NAMES) if args.town == "all" else [args.town]
 
-    client, world, ego, npc, walkers, queues = setup(args)
-    run_loop(world, queues, args.warmup)
-    start = ego.get_location()
-    wall, cpu, parts = run_loop(world, queues, args.ticks)
-    driven = ego.get_location().distance(start)
-    camera = [a for a in world.get_actors().filter("sensor.camera.rgb")][0].get_transform()
-    ref_wall, ref_cpu = reference(args.town, camera, args.width, args.height, args.reference_frames)
-    client.load_world(args.town)  # releases the actors and the renderer
-
-    rate, cpu_rate = args.ticks / wall, args.ticks / cpu
-    print(f"\noffline world, {args.town}, rig of {len(CAMERAS)} cameras at {args.width}x{args.height}, "
-          f"{len(npc)} NPC vehicles, {len(walkers)} walkers, ego drove {driven:.0f} m in {args.ticks} ticks")
-    print(f"{'measure':34s} {'value':>10s}")
-    print(f"{'ticks/s (wall clock)':34s} {rate:10.1f}")
-    print(f"{'ticks/s (CPU time of this process)':34s} {cpu_rate:10.1f}")
-    other = wall - sum(parts.values())
-    for part, seconds in list(parts.items()) + [("other (queues, decode, loop)", other)]:
-        print(f"{'ms/tick ' + part:34s} {1000 * seconds / args.ticks:10.1f}")
-    print(f"{'reference ms/tick (PyBullet only)':34s} {1000 * ref_wall:10.1f}")
-    print(f"{'reference ms/tick CPU':34s} {1000 * ref_cpu:10.1f}")
-    print(f"{'speed-up vs reference (CPU)':34s} {ref_cpu / (cpu / args.ticks):10.1f}x")
-    verdict = "PASS" if rate >= TARGET else "FAIL"
-    cpu_verdict = "PASS" if cpu_rate >= TARGET else "FAIL"
-    print(f"target >= {TARGET:.0f} ticks/s: wall clock {verdict}, CPU time {cpu_verdict}")
+    rows = [measure(args, town, with_reference=i == 0) for i, town in enumerate(tqdm(towns, desc="towns", leave=False))]
+    first = rows[0]
+    print(f"\noffline world, rig of {len(CAMERAS)} cameras at {args.width}x{args.height}, {first['npc']} NPC vehicles, "
+          f"{first['walkers']} walkers, {args.ticks} timed ticks per town (ms/tick: wall clock)")
+    print(f"{'town':10s} {'ticks/s wall':>12s} {'ticks/s CPU':>11s} {'traffic':>8s} {'collision':>9s} {'render':>7s} "
+          f"{'encode':>7s} {'other':>6s} {'driven m':>9s}")
+    for r in rows:
+        print(f"{r['town']:10s} {r['wall']:12.1f} {r['cpu']:11.1f} {r['traffic']:8.1f} {r['collision']:9.1f} {r['render']:7.1f} "
+              f"{r['encode']:7.1f} {r['other']:6.1f} {r['driven']:9.0f}")
+    print(f"reference ({first['town']}, PyBullet only): {1000 * first['ref_wall']:.1f} ms/tick wall, "
+          f"{1000 * first['ref_cpu']:.1f} ms/tick CPU; speed-up (CPU) {first['ref_cpu'] * first['cpu']:.1f}x")
+    slowest = min(rows, key=lambda r: r["cpu"])
+    verdict = "PASS" if slowest["cpu"] >= TARGET else "FAIL"
+    print(f"target >= {TARGET:.0f} ticks/s of CPU time in the slowest town ({slowest['town']}, {slowest['cpu']:.1f}): {verdict}")
     return 0
 
 
