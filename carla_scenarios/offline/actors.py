@@ -7,7 +7,7 @@ from __future__ import annotations
 import fnmatch
 import math
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 import carla
 import numpy as np
@@ -16,12 +16,27 @@ from .map import SPEED_LIMIT_KMH
 
 if TYPE_CHECKING:
     from .blueprints import ActorBlueprint
-    from .world import World
+    from .map import Town
 
 MAX_STEER_DEG = 70.0  # CARLA's default vehicles steer their front wheels up to 70 degrees
 MAX_ACCEL = 3.5  # m/s^2 at full throttle from rest
 MAX_BRAKE = 8.0  # m/s^2 at full brake
 MAX_SPEED = 50.0  # m/s
+
+
+class ActorHost(Protocol):
+    """What an actor asks of the world it lives in (the offline World provides it): the actors are typed
+    against this interface, not against the world module, so that the world imports its actors downward."""
+
+    _town: Town
+    _lights: Any  # the town's traffic lights: affecting(x, y, yaw), state(light, group, elapsed)
+    _elapsed: float
+
+    def _moved(self, actor: Actor) -> None: ...
+    def _destroy(self, actor: Actor) -> None: ...
+    def _ground_height(self, x: float, y: float) -> float: ...
+    def _obstacles_at(self, actor: Actor, new_transform: carla.Transform) -> list: ...
+    def _traffic_manager(self, port: int) -> Any: ...  # the Traffic Manager on that port
 
 
 def _copy_transform(t: carla.Transform) -> carla.Transform:
@@ -32,7 +47,7 @@ def _copy_transform(t: carla.Transform) -> carla.Transform:
 class Actor:
     """Anything spawned: id, blueprint id, attributes, semantic tags, bounding box, pose, velocity."""
 
-    def __init__(self, world: World, actor_id: int, blueprint: ActorBlueprint, transform: carla.Transform,
+    def __init__(self, world: ActorHost, actor_id: int, blueprint: ActorBlueprint, transform: carla.Transform,
                  parent: Actor | None = None, semantic_tags: list[int] | None = None,
                  bounding_box: carla.BoundingBox | None = None) -> None:
         self._world = world
@@ -64,7 +79,7 @@ class Actor:
     def is_dormant(self) -> bool:
         return False
 
-    def get_world(self) -> World:
+    def get_world(self) -> ActorHost:
         return self._world
 
     def get_transform(self) -> carla.Transform:

@@ -6,7 +6,7 @@ props (so NPCs stop behind a construction site instead of driving through it).""
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import carla
 import numpy as np
@@ -15,12 +15,30 @@ from .actors import Actor, Vehicle
 from .map import SPEED_LIMIT_KMH
 
 if TYPE_CHECKING:
-    from .world import World
+    from .map import Map
 
 STEP = 1.0  # metres between route points
 LOOKAHEAD = 40.0  # metres of route kept ahead
 ACCEL = 2.5  # m/s^2
 DECEL = 5.0  # m/s^2
+
+
+class TrafficHost(Protocol):
+    """What a Traffic Manager asks of the world it drives in (the offline World provides it), so that
+    traffic does not import the world module that imports it."""
+
+    _map: Map
+
+    def _solid_actors(self, exclude: tuple[int, ...]) -> list[Actor]: ...
+    def _moved(self, actor: Actor) -> None: ...
+
+
+class TrafficManagers(Protocol):
+    """The Traffic Managers of one server by port (the offline client's server provides it): what the
+    world reads of its server, so that the world does not import the client module that imports it."""
+
+    def traffic_manager(self, port: int) -> TrafficManager: ...
+    def traffic_managers(self) -> list[TrafficManager]: ...
 
 
 class _Route:
@@ -115,7 +133,7 @@ class TrafficManager:
         diff = self._speed_diff.get(vehicle.id, self._global_speed_diff)
         return max(0.0, SPEED_LIMIT_KMH * (1 - diff / 100.0)) / 3.6
 
-    def _step(self, world: World, dt: float) -> None:
+    def _step(self, world: TrafficHost, dt: float) -> None:
         """Move every registered vehicle one time step along its route."""
         alive = {i: v for i, v in self._vehicles.items() if v.is_alive}
         self._vehicles = alive

@@ -33,8 +33,7 @@ from .sensors import CollisionEvent, Image, ObstacleDetectionEvent, Sensor
 from .shapes import Box, boxes_extent, obb_overlap_2d
 
 if TYPE_CHECKING:
-    from .client import _Server
-    from .traffic import TrafficManager
+    from .traffic import TrafficManager, TrafficManagers
 
 DEFAULT_DELTA = 0.05  # the time step of a tick when no fixed_delta_seconds is set
 _SOLID_TAGS = {TAG["Building"], TAG["Pole"], TAG["Fence"], TAG["TrafficSign"], TAG["Vegetation"]}
@@ -97,7 +96,7 @@ class WorldSnapshot:
 class World:
     """One loaded town with its actors; see the module docstring for what a tick does."""
 
-    def __init__(self, server: _Server, town_name: str, world_id: int, map_name: str | None = None) -> None:
+    def __init__(self, server: TrafficManagers, town_name: str, world_id: int, map_name: str | None = None) -> None:
         self._server = server
         self.id = world_id
         self._town = build_town(town_name)
