@@ -127,3 +127,13 @@ def predict_open_set(logits: torch.Tensor, unknown_value: int) -> tuple[torch.Te
     arg = logits.argmax(dim=1)
     unknown = arg == c
     return torch.where(unknown, torch.full_like(arg, unknown_value), arg), unknown
+
+
+def predict_closed_set(logits: torch.Tensor) -> dict[str, torch.Tensor]:
+    """A closed-set segmenter's prediction from logits (B, C, H, W): 'semantic' train ids, 'unknown'
+    (all False: no unknown class) and 'unknown_prob' = 1 - the maximum softmax probability, the usual
+    baseline anomaly score."""
+    prob = logits.float().softmax(dim=1)
+    semantic = prob.argmax(dim=1)
+    return {"semantic": semantic, "unknown": torch.zeros_like(semantic, dtype=torch.bool),
+            "unknown_prob": 1 - prob.max(dim=1).values}

@@ -19,6 +19,7 @@ from torchvision.models.segmentation import deeplabv3_resnet50
 from torchvision.ops import FrozenBatchNorm2d
 
 from baselines.backbones import load_backbone_weights
+from baselines.heads import predict_closed_set
 from baselines.losses import open_set_targets
 from baselines.openset import (
     describe_open_set,
@@ -90,10 +91,7 @@ class DeepLabSegmenter(nn.Module):
     @torch.no_grad()
     def predict(self, batch: dict) -> dict[str, torch.Tensor]:
         """'semantic' train ids, 'unknown' (all False) and 'unknown_prob' = 1 - max softmax probability."""
-        prob = self.forward(batch)["logits"].float().softmax(dim=1)
-        semantic = prob.argmax(dim=1)
-        return {"semantic": semantic, "unknown": torch.zeros_like(semantic, dtype=torch.bool),
-                "unknown_prob": 1 - prob.max(dim=1).values}
+        return predict_closed_set(self.forward(batch)["logits"])
 
 
 def deeplabv3(**kwargs) -> DeepLabSegmenter:

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from baselines.backbones import DenseFeatures, merge_levels, validate_body
-from baselines.heads import conv_gn_relu, predict_open_set
+from baselines.heads import conv_gn_relu, predict_closed_set, predict_open_set
 from baselines.losses import open_set_cross_entropy, open_set_targets
 from baselines.openset import (
     describe_open_set,
@@ -98,13 +98,10 @@ class SoftmaxSegmenter(nn.Module):
         (B, H, W) bool and 'unknown_prob': the unknown class's softmax probability (open set), or the
         closed-set model's 1 - max softmax probability (the usual baseline anomaly score)."""
         logits = self.forward(batch)["logits"].float()
-        prob = logits.softmax(dim=1)
-        if self.unknown_class:
-            semantic, unknown = predict_open_set(logits, UNKNOWN)
-            return {"semantic": semantic, "unknown": unknown, "unknown_prob": prob[:, -1]}
-        semantic = logits.argmax(dim=1)
-        return {"semantic": semantic, "unknown": torch.zeros_like(semantic, dtype=torch.bool),
-                "unknown_prob": 1 - prob.max(dim=1).values}
+        if not self.unknown_class:
+            return predict_closed_set(logits)
+        semantic, unknown = predict_open_set(logits, UNKNOWN)
+        return {"semantic": semantic, "unknown": unknown, "unknown_prob": logits.softmax(dim=1)[:, -1]}
 
 
 def segmenter(**kwargs) -> SoftmaxSegmenter:
