@@ -174,12 +174,17 @@ class TwoStreamBackbone(nn.Module):
             nn.init.zeros_(conv.bias)
 
     def forward(self, image: torch.Tensor, second: torch.Tensor) -> list[torch.Tensor]:
+        return self.streams(image, second)[0]
+
+    def streams(self, image: torch.Tensor, second: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """(fused stages, appearance stages): VCANet's panoptic heads read the appearance stream alone,
+        its class-agnostic head the fused one (the authors' TwoStreamResNet returns both)."""
         if image.shape[-2:] != second.shape[-2:]:
             raise ValueError(f"appearance {tuple(image.shape)} and second stream {tuple(second.shape)} differ in size")
-        return [
-            fuse(torch.cat([a, b], dim=1))
-            for fuse, a, b in zip(self.fuse, self.appearance(image), self.second(second), strict=True)
-        ]
+        appearance = self.appearance(image)
+        fused = [fuse(torch.cat([a, b], dim=1)) for fuse, a, b in zip(self.fuse, appearance, self.second(second),
+                                                                       strict=True)]
+        return fused, appearance
 
 
 class FPN(nn.Module):
