@@ -173,8 +173,10 @@ def test_shards_merge_into_one_dataset(offline_client, tmp_path):
 def test_ctrl_c_cleans_up_and_says_how_to_resume(tmp_path):
     out = tmp_path / "data"
     argv = [sys.executable, "-m", "carla_scenarios.cli", "collect", "--town", "Town02", "--scenario", "barrier",
-            "--backend", "offline", "--out", str(out), "--frames", "200", "--frame-step", "1",
+            "--backend", "offline", "--out", str(out), "--frames", "3000", "--frame-step", "1",
             "--width", "96", "--height", "64", "--vehicles", "2", "--walkers", "2"]
+    # 3000 frames (about 10 s here) so that a loaded machine, which may see the .part file late, still
+    # signals a running collection (200 frames once finished before the SIGINT came: rc 0, not 130)
     proc = subprocess.Popen(argv, cwd=REPO, env=dict(os.environ, PYTHONUNBUFFERED="1"), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 60
