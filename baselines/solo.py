@@ -249,8 +249,9 @@ class DecoupledSoloHead(nn.Module):
                 my = outputs["mask_y"][k][b, local // grid].sigmoid()
                 p = F.interpolate((mx * my)[None], size=size, mode="bilinear", align_corners=False)[0]
                 probs.append((sel.nonzero()[:, 0], p))
-            empty = {"masks": torch.zeros((0, *image_size), dtype=torch.bool), "labels": torch.zeros(0, dtype=torch.long),
-                     "scores": torch.zeros(0)}
+            device = scores.device
+            empty = {"masks": torch.zeros((0, *image_size), dtype=torch.bool, device=device),
+                     "labels": torch.zeros(0, dtype=torch.long, device=device), "scores": torch.zeros(0, device=device)}
             if not probs:
                 results.append(empty)
                 continue
@@ -271,6 +272,9 @@ class DecoupledSoloHead(nn.Module):
             seg, prob, score, label = seg[rank], prob[rank], score[rank], label[rank]
             score = matrix_nms(seg, label, score, cfg.nms_kernel, cfg.nms_sigma)
             keep = score >= cfg.update_thr
+            if not keep.any():
+                results.append(empty)
+                continue
             rank = score[keep].argsort(descending=True)[:cfg.max_per_img]
             prob, score, label = prob[keep][rank], score[keep][rank], label[keep][rank]
             full = F.interpolate(prob[None], size=image_size, mode="bilinear", align_corners=False)[0] > cfg.mask_thr

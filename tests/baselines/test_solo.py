@@ -128,6 +128,10 @@ def test_empty_targets_give_a_finite_loss_and_bad_levels_are_refused():
     terms = head.loss(out, [{"masks": torch.zeros(0, 64, 64, dtype=torch.bool), "labels": torch.zeros(0, dtype=torch.long)}])
     assert all(torch.isfinite(v) for v in terms.values())
     (terms["loss_mask"] + terms["loss_cate"]).backward()
+    # cells above the score threshold whose masks all fall below update_thr after Matrix NMS: none kept
+    strict = DecoupledSoloHead(SoloConfig(**{**head.cfg.__dict__, "score_thr": 0.0, "mask_thr": 0.0, "update_thr": 2.0}))
+    (pred,) = strict.predict(strict(levels()), (64, 64))
+    assert pred["masks"].shape == (0, 64, 64) and pred["scores"].numel() == 0
     with pytest.raises(ValueError, match="5 pyramid levels"):
         head(levels()[:4])
     with pytest.raises(ValueError, match="5 levels"):
