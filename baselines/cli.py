@@ -37,6 +37,12 @@ Multi-GPU: torchrun --nproc_per_node N -m baselines.cli train ... (batch_size is
 """
 
 
+def default_config(model: str) -> str:
+    """The packaged config a new run of `model` starts from without --config: <model>-paper where the
+    family has one (vcanet-paper, sleeg-paper), else paper."""
+    return f"{model}-paper" if (config_dir() / f"{model}-paper.yaml").is_file() else "paper"
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from baselines.engine import TrainingDiverged, resume_config, train
 
@@ -50,7 +56,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         if args.model is None:
             raise ConfigError("--model is required for a new run")
-        cfg = build_config(args.config or "paper", args.set, model=args.model)
+        cfg = build_config(args.config or default_config(args.model), args.set, model=args.model)
     try:
         summary = train(cfg, run, args.data, resume=args.resume, progress=not args.quiet, log_line=print)
     except TrainingDiverged as e:

@@ -56,6 +56,7 @@ COMMON: dict = {
         "poly_power": 0.9,
         "tensorboard": True,         # TensorBoard event files in RUN/tensorboard beside log.csv
         "panels": 3,                 # prediction panels written to TensorBoard at each evaluation
+        "init_from": None,           # a run folder whose newest weights a new run starts from (VCANet phase 2)
     },
     "eval": {
         "resize": None,              # [height, width], null = native size
@@ -307,6 +308,8 @@ def validate(cfg: dict, source: str = "config") -> dict:
                           f"{list(SCHEDULES)}, got {t['optimizer']!r}, {t['schedule']!r}")
     if t["panels"] < 0 or t["poly_power"] <= 0:
         raise ConfigError(f"{source}: train.panels must not be negative and train.poly_power must be positive")
+    if t["init_from"] is not None and not (isinstance(t["init_from"], str) and t["init_from"]):
+        raise ConfigError(f"{source}: train.init_from must be null or a run folder, got {t['init_from']!r}")
     if spec.validate is not None:
         spec.validate(cfg, source)
     return cfg

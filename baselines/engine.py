@@ -42,6 +42,7 @@ from baselines.config import read_run_config, save_config
 from baselines.registry import MODELS, build_model, spec_of
 from baselines.runs import (
     RunError,
+    init_weights,
     latest_checkpoint,
     load_checkpoint,
     load_run,
@@ -296,6 +297,8 @@ def train(
     if info.world_size > 1 and info.device.type == "cuda" and cfg["model"].get("norm") == "bn":
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
 
+    if not resume and t_cfg["init_from"]:
+        init_weights(model, t_cfg["init_from"], cfg["model"]["name"])
     train_set = spec.datasets(cfg, Path(data_dir), d_cfg["train_split"], True)
     eval_set = None
     if t_cfg["eval_every"] or t_cfg["panels"]:

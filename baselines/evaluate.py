@@ -145,6 +145,10 @@ def predict(
     All inputs are checked before any prediction, so a bad path fails fast."""
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     cfg, model, _ = load_run(run_dir, checkpoint, dev)
+    own = spec_of(cfg["model"]["name"]).predict
+    if own is not None:  # a family with its own inputs (VCANet: motion sequence folders)
+        return own(model, cfg, [Path(p) for p in inputs], Path(out_dir), dev, progress=progress, frames=frames,
+                   panel=panel, sheet=Path(sheet) if sheet is not None else None)
     needs = tuple(model.input_keys)
     paths = [Path(p) for p in inputs]
     for p in paths:

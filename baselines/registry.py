@@ -12,9 +12,11 @@ from baselines.models import deeplab as _deeplab
 from baselines.models import prototype as _prototype
 from baselines.models import segmenter as _segmenter
 from baselines.models import sleeg as _sleeg
+from baselines.models import vcanet as _vcanet
 from baselines.spec import ModelSpec
 
-MODELS: dict[str, ModelSpec] = {**_prototype.SPECS, **_segmenter.SPECS, **_deeplab.SPECS, **_sleeg.SPECS}
+MODELS: dict[str, ModelSpec] = {**_prototype.SPECS, **_segmenter.SPECS, **_deeplab.SPECS, **_sleeg.SPECS,
+                               **_vcanet.SPECS}
 
 
 def spec_of(name: str) -> ModelSpec:

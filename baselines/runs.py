@@ -98,6 +98,28 @@ def load_run(
     return cfg, model.to(device).eval(), int(state["step"])
 
 
+def init_weights(model: nn.Module, run_dir: str | Path, model_name: str) -> Path:
+    """Load the newest weights of the run folder `run_dir` (train.init_from) into `model`, a new run of
+    family `model_name`; returns the checkpoint read. The run must be of the same family and its
+    weights must fit the model (VCANet phase 2 starts from its phase-1 run this way)."""
+    run_dir = Path(run_dir)
+    cfg = read_run_config(run_dir / "config.yaml")
+    if cfg["model"]["name"] != model_name:
+        raise RunError(f"{run_dir / 'config.yaml'}: train.init_from is a run of model {cfg['model']['name']!r}; "
+                       f"a {model_name!r} run starts only from a {model_name!r} run")
+    path = latest_checkpoint(run_dir)
+    if path is None:
+        raise RunError(f"{run_dir}: train.init_from has no checkpoint in {run_dir / 'checkpoints'}")
+    state = load_checkpoint(path)
+    try:
+        model.load_state_dict(_renamed(state["model"], model))
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()
+        raise RunError(f"{path}: its weights do not fit this model (another architecture in its config.yaml?): "
+                       f"{first[1].strip() if len(first) > 1 else first[0]}") from None
+    return path
+
+
 def load_run_model(run_dir: str | Path, checkpoint: str | Path | None = None,
                    device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
     """(model in eval mode, config) of a run: what `analysis` takes backbones from."""

@@ -42,7 +42,10 @@ class ModelSpec:
     - `trainable(model) -> parameters`: what the optimiser updates (None: every parameter that requires
       a gradient).
     - `describe(cfg, data_dir) -> list[str]`: lines naming the data a run reads, printed before training.
-    - `panels(model, dataset, device, count) -> list[(name, HxWx3 uint8)]`: pictures of predictions.
+    - `panels(model, dataset, device, count, size) -> list[(name, HxWx3 uint8)]`: pictures of predictions.
+    - `predict(model, cfg, inputs, out_dir, device, progress, frames, panel, sheet) -> [paths]`: the
+      family's own `vca-baseline predict` for inputs that are not images or episodes (VCANet: motion
+      sequence folders); None: the open-set prediction of images and episode files.
     """
 
     build: Callable
@@ -56,4 +59,5 @@ class ModelSpec:
     trainable: Callable | None = None
     describe: Callable | None = None
     panels: Callable | None = None
+    predict: Callable | None = None
     nullable: frozenset = frozenset()  # model keys (without 'model.') whose value may be null

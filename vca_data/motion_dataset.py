@@ -47,7 +47,8 @@ class MotionDataset(Dataset):
       - `meta`: {dataset, sequence, frame, image (path)}.
 
     `labels` is a MotionLabels or the path of a motion_labels.json; `sequences` defaults to the labelled
-    sequences found under `root`. `transform` is a callable (sample, rng) -> sample over numpy arrays
+    sequences found under `root`; `frame_step` keeps every n-th labelled frame of each sequence.
+    `transform` is a callable (sample, rng) -> sample over numpy arrays
     with the keys above (build it with `**MOTION_KEYS`); numpy arrays it leaves are made tensors. With
     `seed`, sample i always gets the same augmentation.
     """
@@ -60,7 +61,10 @@ class MotionDataset(Dataset):
         flow_dir: str | Path | None = None,
         transform: Callable | None = None,
         seed: int | None = None,
+        frame_step: int = 1,
     ):
+        if frame_step < 1:
+            raise ValueError(f"frame_step must be at least 1, got {frame_step}")
         self.root = Path(root)
         self.labels = labels if isinstance(labels, MotionLabels) else MotionLabels.load(Path(labels))
         available = list_sequences(self.root)
@@ -75,7 +79,7 @@ class MotionDataset(Dataset):
         self.flow_dir = Path(flow_dir) if flow_dir is not None else None
         self.transform = transform
         self.seed = seed
-        self._items = [(k, i) for k, seq in enumerate(self.sequences) for i in seq.labelled_frames]
+        self._items = [(k, i) for k, seq in enumerate(self.sequences) for i in seq.labelled_frames[::frame_step]]
         self._finish = [ToTensor(image_keys=MOTION_KEYS["image_keys"], dense_keys=(),
                                  label_keys=MOTION_KEYS["label_keys"]),
                         Normalize(image_keys=MOTION_KEYS["image_keys"])]

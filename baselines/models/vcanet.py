@@ -32,6 +32,7 @@ from torch import nn
 from baselines.backbones import FPN, TwoStreamBackbone, merge_levels
 from baselines.heads import conv_gn_relu
 from baselines.solo import DecoupledSoloHead, SoloConfig
+from baselines.spec import ConfigError, ModelSpec
 from vca_data.labels import NUM_TRAIN_CLASSES, THING_TRAIN_IDS, VOID
 
 #: The class-agnostic head's categories (the authors' ca_head num_classes=3: background + these two).
@@ -152,18 +153,119 @@ class VCANet(nn.Module):
         return terms
 
     @torch.no_grad()
-    def predict(self, batch: dict) -> dict:
+    def predict(self, batch: dict, size: tuple[int, int] | None = None) -> dict:
         """{'semantic': (B, H, W) train ids, 'instances': per image {masks, labels (thing index), scores},
-        'class_agnostic': per image {masks, labels (0 moving, 1 static), scores}}."""
+        'class_agnostic': per image {masks, labels (0 moving, 1 static), scores}}, at `size` (default:
+        the input's)."""
         was = self.training
         self.eval()
         try:
             out = self.forward(batch)
         finally:
             self.train(was)
-        size = out["size"]
+        size = tuple(size) if size is not None else out["size"]
+        semantic = out["semantic"]
+        if tuple(semantic.shape[-2:]) != size:
+            semantic = F.interpolate(semantic, size=size, mode="bilinear", align_corners=False)
         return {
-            "semantic": out["semantic"].argmax(dim=1),
+            "semantic": semantic.argmax(dim=1),
             "instances": self.instance_head.predict(out["instance"], size),
             "class_agnostic": self.ca_head.predict(out["class_agnostic"], size),
         }
+
+
+# ---------------------------------------------------------------------------------------------
+# Building from a config
+# ---------------------------------------------------------------------------------------------
+
+def _solo_section(cfg: SoloConfig) -> dict:
+    """The config keys of a SOLO head (every SoloConfig field but the two set by the network)."""
+    return {k: (list(map(list, v)) if k == "scale_ranges" else list(v)) if isinstance(v, tuple) else v
+            for k, v in cfg.__dict__.items() if k not in ("num_classes", "in_channels")}
+
+
+def solo_config(section: dict, num_classes: int, in_channels: int) -> SoloConfig:
+    values = dict(section)
+    for key in ("strides", "num_grids"):
+        values[key] = tuple(int(v) for v in values[key])
+    values["scale_ranges"] = tuple(tuple(float(x) for x in r) for r in values["scale_ranges"])
+    return SoloConfig(num_classes=num_classes, in_channels=in_channels, **values)
+
+
+def vcanet(backbone: str = "resnet50", weights=None, norm: str = "frozen_bn", fpn_channels: int = 256, phase: int = 1,
+           instance: dict | None = None, class_agnostic: dict | None = None, semantic_channels: int = 256,
+           semantic_convs: int = 5, semantic_weight: float = 1.0) -> VCANet:
+    """VCANet from the config's model section (see MODEL_DEFAULTS)."""
+    inst = solo_config(instance or MODEL_DEFAULTS["instance"], len(THING_TRAIN_IDS), fpn_channels)
+    ca = solo_config(class_agnostic or MODEL_DEFAULTS["class_agnostic"], len(MOTION_CATEGORIES), fpn_channels)
+    return VCANet(backbone=backbone, weights=weights, norm=norm, fpn_channels=fpn_channels, phase=phase,
+                  instance=inst, class_agnostic=ca, semantic_channels=semantic_channels,
+                  semantic_convs=semantic_convs, semantic_weight=semantic_weight)
+
+
+_SOLO = _solo_section(SoloConfig(num_classes=1))
+MODEL_DEFAULTS: dict = {
+    "backbone": "resnet50",      # the authors' TwoStreamResNet depth 50 (configs/models/backbone_2stream.py)
+    "weights": "imagenet",       # both streams start from ImageNet (the motion stream too, as the authors)
+    "norm": "frozen_bn",
+    "fpn_channels": 256,         # configs/models/neck.py: out_channels 256, 5 outputs
+    "phase": 1,                  # 1: panoptic heads | 2: class-agnostic head, everything else frozen
+    "semantic_channels": 256,    # configs/models/panoptic_head.py: 256 channels
+    "semantic_convs": 5,
+    "semantic_weight": 1.0,
+    "instance": dict(_SOLO),     # configs/models/bbox_head.py (DecoupledSOLOHead), see baselines/solo.py
+    "class_agnostic": dict(_SOLO),  # configs/models/ca_motion_head.py: the same head, 2 categories
+}
+
+
+def validate_vcanet(cfg: dict, source: str) -> None:
+    from baselines.motion import FLOW_MODES
+
+    m, d, t = cfg["model"], cfg["data"], cfg["train"]
+    if m["phase"] not in PHASES:
+        raise ConfigError(f"{source}: model.phase must be 1 (panoptic) or 2 (class-agnostic), got {m['phase']!r}")
+    if m["phase"] == 2 and not t["init_from"]:
+        raise ConfigError(f"{source}: model.phase 2 trains only the class-agnostic head on a trained panoptic part: "
+                          "start it from the phase-1 run with --set train.init_from=RUN")
+    for head in ("instance", "class_agnostic"):
+        try:
+            solo_config(m[head], 1, m["fpn_channels"])
+        except (ValueError, TypeError) as e:
+            raise ConfigError(f"{source}: model.{head}: {e}") from None
+        if not 0 <= m[head]["score_thr"] <= 1 or not 0 <= m[head]["mask_thr"] <= 1 or m[head]["stacked_convs"] < 0:
+            raise ConfigError(f"{source}: model.{head}: score_thr and mask_thr in [0, 1], stacked_convs >= 0")
+    if m["fpn_channels"] < 1 or m["semantic_channels"] < 1 or m["semantic_convs"] < 0 or m["semantic_weight"] < 0:
+        raise ConfigError(f"{source}: model.fpn_channels, semantic_channels >= 1, semantic_convs, semantic_weight >= 0")
+    if d["flow"] not in FLOW_MODES:
+        raise ConfigError(f"{source}: data.flow must be one of {list(FLOW_MODES)} (suppressed = ego-flow "
+                          f"suppression, Table 4's EFS), got {d['flow']!r}")
+    for key in ("train_sequences", "test_sequences"):
+        if d[key] is not None and (not d[key] or not all(isinstance(s, str) for s in d[key])):
+            raise ConfigError(f"{source}: data.{key} must be null or a non-empty list of sequence names (quoted: '0002')")
+    if not all(isinstance(r, str) for r in d["extra_roots"]):
+        raise ConfigError(f"{source}: data.extra_roots must be a list of folder paths")
+
+
+def trainable(model: VCANet):
+    return model.trainable_parameters()
+
+
+def _spec() -> ModelSpec:
+    from baselines.motion import DATA_DEFAULTS, collate_motion, motion_datasets
+    from baselines.vcanet_eval import (
+        describe_motion,
+        vcanet_evaluate,
+        vcanet_panels,
+        vcanet_predict,
+        vcanet_table,
+    )
+
+    return ModelSpec(
+        build=vcanet, model_defaults=MODEL_DEFAULTS, datasets=motion_datasets, evaluate=vcanet_evaluate,
+        table=vcanet_table, collate=collate_motion, validate=validate_vcanet, data_defaults=DATA_DEFAULTS,
+        trainable=trainable, describe=describe_motion, panels=vcanet_panels, predict=vcanet_predict,
+        nullable=frozenset({"weights"}),
+    )
+
+
+SPECS = {"vcanet": _spec()}
