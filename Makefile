@@ -6,7 +6,10 @@ STAMP  := $(VENV)/.installed-stamp
 BENCH_STAMP := $(VENV)/.bench-stamp
 export QT_QPA_PLATFORM ?= offscreen
 
-.PHONY: install demo test bench lint clean
+.PHONY: install demo test bench lint clean paper
+
+# the papers' tables and figures beside the published ones: make paper [SCALE=demo|small|full]
+SCALE ?= demo
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,8 +34,11 @@ bench: $(BENCH_STAMP)
 	@failed=""; for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || failed="$$failed $$b"; done; \
 	if [ -n "$$failed" ]; then echo "benchmarks below target or failing:$$failed"; exit 1; fi
 
+paper: $(STAMP)
+	$(BIN)/vca-baseline paper --out paper_report_$(SCALE) --scale $(SCALE) --resume
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
 clean:
-	rm -rf $(VENV) demo_out
+	rm -rf $(VENV) demo_out paper_report_*

@@ -1,10 +1,12 @@
 """vca-baseline: train, evaluate and apply the open-set baselines of the VCA benchmark.
 
-  vca-baseline train --model prototype|prototype-cl|segmenter --data DATA --out RUN [--config paper|tiny|YAML]
-                     [--resume] [--set key=value ...]
+  vca-baseline train --model prototype|prototype-cl|segmenter|deeplabv3|sleeg|vcanet --data DATA --out RUN
+                     [--config paper|tiny|YAML] [--resume] [--set key=value ...]
   vca-baseline eval RUN --data DATA [--split test] [--checkpoint PATH]
   vca-baseline predict RUN IMAGES... --out DIR [--checkpoint PATH]
   vca-baseline metrics ...             (saved predictions against labels; see `vca-baseline metrics -h`)
+  vca-baseline paper --out REPORT [--scale demo|small|full] [--data DATA] [--resume]
+                                       (the papers' tables and figures, beside the published ones)
 """
 
 from __future__ import annotations
@@ -101,11 +103,49 @@ def cmd_predict(args: argparse.Namespace) -> int:
     written = predict(args.run, args.images, args.out, checkpoint=args.checkpoint, device=args.device,
                       progress=not args.quiet, frames=args.frames, panel=args.panel, sheet=args.sheet)
     count = sum(1 for p in written if p.name.endswith("_labelTrainIds.png"))
+    if count == 0:   # a motion model (VCANet): panoptic / class-agnostic files, see vcanet_eval.PredictionWriter
+        print(f"wrote {len(written)} files to {args.out}: panoptic.json + panoptic/ (COCO panoptic), class_agnostic.json "
+              "(COCO instances, moving = 1, static = 2), class_agnostic_txt/ (KITTI-MOTS motion txt)"
+              + (", panels *_panel.png (RGB | flow | truth | moving red / static blue | panoptic)" if args.panel else "")
+              + (f"; all panels in {args.sheet}" if args.sheet else ""))
+        return 0
     print(f"wrote {count} predictions to {args.out}: *_labelTrainIds.png (train ids, 254 unknown), "
           "*_unknownScore.npy (unknown probability) and colour previews *_semantic.png, *_unknown.png"
           + (", panels *_panel.png (RGB | truth | prediction | unknown probability)" if args.panel else "")
           + (f"; all panels in {args.sheet}" if args.sheet else ""))
     return 0
+
+
+def cmd_paper(args: argparse.Namespace) -> int:
+    from baselines.paper import PipelineError, run_pipeline
+
+    try:
+        run_pipeline(args.out, scale=args.scale, data=args.data, resume=args.resume, backend=args.backend,
+                     host=args.host, port=args.port, progress=not args.quiet)
+    except PipelineError as e:
+        print(f"vca-baseline paper: {e}", file=sys.stderr)
+        print(f"continue with: vca-baseline paper --out {args.out} --scale {args.scale}"
+              + (f" --data {args.data}" if args.data else "") + " --resume", file=sys.stderr)
+        return 1
+    return 0
+
+
+PAPER_EPILOG = """\
+Stages (each a toolkit command, run with this interpreter; output in REPORT/logs/STAGE.log):
+collect the train and test towns (seeds 0 and 100; skipped with --data), statistics (Table 3, Figure 5),
+KITTI-MOTS-style motion export and flow proposals of both splits (Table 2), the prototype model with and
+without the contrastive loss on full and reduced data (Table 5, Figure 7), the dendrogram of the
+unknowns (Figure 4), a closed-set segmenter and SLEEG with the paper's and the code's options (SLEEG's
+Table 2 form, beside the prototype model's unknown probability), VCANet phase 1 and phase 2 on
+ego-flow-suppressed and raw flow (Table 4), prediction panels; then REPORT/report.md with the published
+numbers beside ours, REPORT/report_sources.json (the file and key of every number) and
+REPORT/provenance.json (commands, configs, wall times, versions).
+
+Scales: demo (about 13 minutes on 2 CPU cores), small (about 1.5 hours on 2 cores), full (the papers'
+configs and resolution; days, for a GPU and a CARLA server), test (the test suite's; meaningless numbers).
+A killed run continues with the same command and --resume: finished stages are skipped, the interrupted
+one is cleared and redone.
+"""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -166,6 +206,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stack every frame's panel into this one picture")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("paper", help="regenerate the papers' tables and figures on the offline world, beside the "
+                       "published numbers", description="Collect, train, evaluate and write REPORT/report.md with "
+                       "the VCA paper's Tables 2-5 and Figures 4, 5, 7 and SLEEG's Table 2 form.",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=PAPER_EPILOG)
+    p.add_argument("--out", type=Path, required=True, help="report folder (created; continued with --resume)")
+    p.add_argument("--scale", choices=["demo", "small", "full", "test"], default="demo",
+                   help="data size and training length (default: demo)")
+    p.add_argument("--data", type=Path, default=None,
+                   help="reuse an open-set dataset folder with train and test splits instead of collecting one")
+    p.add_argument("--resume", action="store_true", help="continue REPORT: skip the stages that finished")
+    p.add_argument("--backend", choices=["offline", "carla", "auto"], default="offline",
+                   help="where to collect: the embedded offline world (default) or a CARLA server")
+    p.add_argument("--host", default="localhost", help="CARLA server host (with --backend carla)")
+    p.add_argument("--port", type=int, default=2000, help="CARLA server port (with --backend carla)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_paper)
 
     metrics_cli.register(sub)
     return parser

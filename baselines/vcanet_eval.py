@@ -370,10 +370,12 @@ def vcanet_predict(model: nn.Module, cfg: dict, inputs: list[Path], out_dir: Pat
                    frames: str | None = None, panel: bool = False, sheet: Path | None = None) -> list[Path]:
     """Predict every frame (`frames`: 'middle' or a comma list of indices per sequence) of the motion
     sequence folders `inputs` and write the prediction files (module docs); with `panel` / `sheet`, the
-    panels (no truth: grey) per frame / stacked. Flow as data.flow of the run (cached under ROOT/vca_flow
-    when data.flow_dir is null)."""
-    from baselines.motion import ensure_flow
+    panels per frame / stacked, with the truth where the folder has motion labels (data.labels; grey
+    without). Flow as data.flow of the run (cached under ROOT/vca_flow when data.flow_dir is null)."""
+    from baselines.motion import ensure_flow, labels_path
     from vca_data.formats.folders import list_sequences, open_sequence
+    from vca_data.formats.motion_labels import MotionLabels
+    from vca_data.motion_dataset import MotionDataset
     from vca_data.transforms import Normalize, ToTensor
 
     d = cfg["data"]
@@ -391,8 +393,14 @@ def vcanet_predict(model: nn.Module, cfg: dict, inputs: list[Path], out_dir: Pat
     panels, written = [], []
     model.eval()
     for (root, names), folder in zip(plans, folders):
+        try:
+            labels = MotionLabels.load(labels_path(root, d["labels"]))
+        except FileNotFoundError:
+            labels = None
         for name in names:
             seq = open_sequence(root, name)
+            truth_of = MotionDataset(root, labels, sequences=[name]) if labels is not None and name in labels.sequences \
+                else None
             picked = list(range(seq.num_frames))
             if frames == "middle":
                 picked = [seq.num_frames // 2]
@@ -414,7 +422,11 @@ def vcanet_predict(model: nn.Module, cfg: dict, inputs: list[Path], out_dir: Pat
                 pred = predict_frame(model, sample, device, cfg["eval"]["resize"])
                 writer.add(seq.name, i, str(seq.image_path(i)), pred, paint_instances(pred["class_agnostic"]))
                 if panel or sheet is not None:
-                    picture = motion_panel(denormalize(sample["image"]), denormalize(sample["flow"]), None, pred)
+                    truth = None
+                    if truth_of is not None:
+                        motion = truth_of.label_maps(truth_of.sequences[0], i)["motion"]
+                        truth = {"moving": motion == MOVING, "static": motion == STATIC}
+                    picture = motion_panel(denormalize(sample["image"]), denormalize(sample["flow"]), truth, pred)
                     panels.append((frame_stem(seq.name, i), picture))
                     if panel:
                         target = Path(out_dir) / f"{frame_stem(seq.name, i)}_panel.png"

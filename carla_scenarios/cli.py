@@ -181,7 +181,8 @@ def cmd_export(args) -> int:
         n = export.export_cityscapes(Path(args.data), Path(args.out), args.split)
         print(f"exported {n} frames in the Cityscapes layout -> {args.out}/")
     else:
-        seqs = export.export_kitti_mots(Path(args.data), Path(args.out), args.split)
+        seqs = export.export_kitti_mots(Path(args.data), Path(args.out), args.split,
+                                        min_pixels=export.MIN_PIXELS if args.min_pixels is None else args.min_pixels)
         print(f"exported {len(seqs)} KITTI-MOTS sequences with motion_truth.json -> {args.out}/")
     return 0
 
@@ -256,6 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", required=True, choices=("cityscapes", "kitti-mots"))
     p.add_argument("--out", required=True)
     p.add_argument("--split", choices=SPLITS, help="only episodes of this split")
+    p.add_argument("--min-pixels", type=int, default=None, metavar="N",
+                   help="kitti-mots: an object under N pixels in a frame is an ignore region there (id 10000), "
+                        "as KITTI-MOTS leaves what is too small to annotate (default 64; 0 keeps every object)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("merge", help="merge dataset folders (e.g. shards) into one")

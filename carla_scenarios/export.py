@@ -40,6 +40,7 @@ for _tag, _cls in KITTI_CLASS_OF_TAG.items():
     _KITTI_CLASS_LUT[_tag] = _cls
 MOVING_THRESHOLD_M = 0.5  # a track that moved more than this over its visible frames is moving
 MOVING_SPEED_MS = 0.5  # per-frame speed above which an actor is moving in that frame
+MIN_PIXELS = 64  # objects smaller than this in a frame are exported as KITTI-MOTS ignore regions there
 DEPTH_MAX_M = 255.0  # beyond: 0 (invalid), as KITTI's uint16 depth maps (metres * 256)
 
 
@@ -138,9 +139,11 @@ def _runs(flags: list[bool], frames: list[int], value: bool) -> list[tuple[int, 
 
 
 def export_episode_kitti(path: Path, out: Path, seq: str, labels: MotionLabels,
-                         threshold: float = MOVING_THRESHOLD_M) -> int:
+                         threshold: float = MOVING_THRESHOLD_M, min_pixels: int = MIN_PIXELS) -> int:
     """One episode as KITTI-MOTS sequence `seq`, its true motion labels added to `labels`; returns the
-    number of tracks."""
+    number of tracks. An object covering fewer than `min_pixels` pixels in a frame is written as an
+    ignore region (id 10000, as KITTI-MOTS marks what is too small to annotate) in that frame: it is
+    neither a target nor a false positive for CAQ / PQ, and not a training target."""
     tracks_doc = read_tracks(path)
     states_of = {}
     for actor_id, t in tracks_doc["tracks"].items():
@@ -167,7 +170,11 @@ def export_episode_kitti(path: Path, out: Path, seq: str, labels: MotionLabels,
                     obj_ids[v] = cls * 1000 + per_class[cls]
                     value_of[obj_ids[v]] = v
                 oid = obj_ids[v]
-                id_map[(f["instance"] == v) & (_KITTI_CLASS_LUT[f["semantic"]] > 0)] = oid
+                mask = (f["instance"] == v) & (_KITTI_CLASS_LUT[f["semantic"]] > 0)
+                if np.count_nonzero(mask) < min_pixels:
+                    id_map[mask] = kitti_mots.IGNORE_ID
+                    continue
+                id_map[mask] = oid
                 seen.setdefault(oid, []).append(i)
             kitti_mots.write_png(out / "instances" / seq / f"{i:06d}.png", id_map)
             txt_frames[i] = kitti_mots.objects_from_id_map(id_map, i, f"{path.name}")
@@ -190,14 +197,17 @@ def export_episode_kitti(path: Path, out: Path, seq: str, labels: MotionLabels,
 
 
 def export_kitti_mots(data_dir: Path, out: Path, split: str | None = None,
-                      threshold: float = MOVING_THRESHOLD_M) -> list[str]:
-    """Write one KITTI-MOTS-style sequence per episode and `motion_truth.json`; returns the sequences."""
+                      threshold: float = MOVING_THRESHOLD_M, min_pixels: int = MIN_PIXELS) -> list[str]:
+    """Write one KITTI-MOTS-style sequence per episode and `motion_truth.json`; returns the sequences.
+    Objects under `min_pixels` pixels in a frame become ignore regions there (export_episode_kitti)."""
+    if min_pixels < 0:
+        raise ValueError(f"--min-pixels must be >= 0, got {min_pixels}")
     out = Path(out)
     labels = MotionLabels.new("kitti-mots")
     index = {}
     for n, path in enumerate(tqdm(_episodes(data_dir, split), desc="kitti-mots", unit="episode")):
         seq = f"{n:04d}"
-        export_episode_kitti(path, out, seq, labels, threshold)
+        export_episode_kitti(path, out, seq, labels, threshold, min_pixels)
         index[seq] = path.name
     labels.save(out / "motion_truth.json")
     atomic_write_json(out / "sequences.json", index)

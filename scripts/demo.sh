@@ -9,25 +9,25 @@ RUN=$OUT/run_prototype
 rm -rf "$OUT"
 step() { printf '\n==== %s\n' "$*"; }
 
-step "1/8 collect the open-set dataset (offline world: train towns, then test towns, three scenarios)"
-vca-carla collect --split train --scenario all --episodes 1 --frames 20 --width 320 --height 180 --out "$DATA"
-vca-carla collect --split test --scenario all --episodes 1 --frames 20 --width 320 --height 180 --out "$DATA" --seed 100
+step "1/9 collect the open-set dataset (offline world: train towns, then test towns, three scenarios)"
+vca-carla collect --split train --scenario all --episodes 1 --frames 20 --width 320 --height 180 --parked 6 --out "$DATA"
+vca-carla collect --split test --scenario all --episodes 1 --frames 20 --width 320 --height 180 --parked 6 --out "$DATA" --seed 100
 
-step "2/8 dataset statistics (pixels per class, frames per town and scenario)"
+step "2/9 dataset statistics (pixels per class, frames per town and scenario)"
 vca-analyze stats "$DATA" --out "$OUT/stats"
 
-step "3/8 train the tiny two-stream prototype open-set baseline on the CPU"
+step "3/9 train the tiny two-stream prototype open-set baseline on the CPU"
 vca-baseline train --model prototype --config tiny --data "$DATA" --out "$RUN"
 
-step "4/8 evaluate: mIoU on known classes, CA-IoU on the test split's unknown objects, per scenario"
+step "4/9 evaluate: mIoU on known classes, CA-IoU on the test split's unknown objects, per scenario"
 vca-baseline eval "$RUN" --data "$DATA" --save-predictions "$OUT/predictions"
 
-step "4b/8 look at the predictions: one frame per scenario of the test towns, RGB | ground truth | prediction | unknown probability"
+step "4b/9 look at the predictions: one frame per scenario of the test towns, RGB | ground truth | prediction | unknown probability"
 vca-baseline predict "$RUN" "$DATA"/episodes/Town02_*_100.h5 --frames middle --panel --sheet "$OUT/panels.png" \
     --out "$OUT/panels" --quiet
 ls "$OUT"/panels/*_panel.png
 
-step "5/8 score the saved predictions as files against a Cityscapes-style export: the same mIoU/CA-IoU, and the unknown class as a pixel anomaly detector (AP, AUROC, FPR@95, component F1)"
+step "5/9 score the saved predictions as files against a Cityscapes-style export: the same mIoU/CA-IoU, and the unknown class as a pixel anomaly detector (AP, AUROC, FPR@95, component F1)"
 vca-carla export "$DATA" --format cityscapes --split test --out "$OUT/cityscapes"
 vca-baseline metrics --kind semantic --pred "$OUT/predictions" --pred-suffix _labelTrainIds \
     --gt "$OUT/cityscapes/gtFine" --gt-suffix _gtFine_labelTrainIds --out "$OUT/metrics_semantic.json"
@@ -35,7 +35,7 @@ vca-baseline metrics --kind anomaly --pred "$OUT/predictions" --pred-suffix _unk
     --gt "$OUT/cityscapes/gtFine" --gt-suffix _gtFine_labelTrainIds --anomaly-label 254 \
     --components --min-component-size 20 --min-instance-size 20 --out "$OUT/metrics_anomaly.json"
 
-step "5b/8 SLEEG: a closed-set segmenter (unknowns ignored), then SLEEG's OoD head on it with pasted anomalies; AP / AUROC / FPR@95 against the prototype model's unknown probability on the same test frames"
+step "5b/9 SLEEG: a closed-set segmenter (unknowns ignored), then SLEEG's OoD head on it with pasted anomalies; AP / AUROC / FPR@95 against the prototype model's unknown probability on the same test frames"
 vca-baseline train --model segmenter --config tiny --data "$DATA" --out "$OUT/run_segmenter" --quiet
 vca-baseline train --model sleeg --config sleeg-tiny --set model.segmenter=run:"$OUT/run_segmenter" \
     --data "$DATA" --out "$OUT/run_sleeg" --quiet
@@ -52,18 +52,40 @@ for name, path in (("prototype, unknown probability", "metrics_anomaly.json"), (
     print(f"{name:34s} {100 * p['ap']:6.1f} {100 * p['auroc']:6.1f} {100 * p['fpr_at_tpr']:7.1f}")
 PY
 
-step "6/8 prototypes of the unknown objects and their dendrogram (backbone of the trained run)"
+step "6/9 prototypes of the unknown objects and their dendrogram (backbone of the trained run)"
 vca-analyze dendrogram "$DATA" --weights "run:$RUN" --layer layer3 --max-images 20 --out "$OUT/dendrogram.png" \
     --save-prototypes "$OUT/prototypes.npz"
 
-step "7/8 motion track: export KITTI-MOTS-style sequences and propose moving/static labels from flow"
-vca-carla export "$DATA" --format kitti-mots --split test --out "$OUT/carla_mots"
-vca-annotate propose "$OUT/carla_mots" --flow-dir "$OUT/carla_mots_flow"
-vca-analyze stats --labels "$OUT/carla_mots/motion_labels.json" --out "$OUT/motion_stats"
+step "7/9 motion track: export KITTI-MOTS-style sequences (train and test towns) and propose moving/static labels from flow"
+MOTS=$OUT/carla_mots
+vca-carla export "$DATA" --format kitti-mots --split train --out "$MOTS/train"
+vca-carla export "$DATA" --format kitti-mots --split test --out "$MOTS/test"
+# the flow PNGs land where VCANet's flow cache looks (ROOT/vca_flow), so step 9 reuses them
+vca-annotate propose "$MOTS/test" --flow-dir "$MOTS/test/vca_flow"
+vca-analyze stats --labels "$MOTS/test/motion_labels.json" --out "$OUT/motion_stats"
 
-step "8/8 export the proposals in the VCA release form (COCO JSON, moving=1 / static=2)"
-vca-annotate export "$OUT/carla_mots" --format coco --include-proposals --out "$OUT/motion_coco.json"
+step "8/9 export the proposals in the VCA release form (COCO JSON, moving=1 / static=2)"
+vca-annotate export "$MOTS/test" --format coco --include-proposals --out "$OUT/motion_coco.json"
+
+step "9/9 VCANet (tiny): phase 1 panoptic, then phase 2 class-agnostic on ego-flow-suppressed and on raw flow; CAQ of the moving objects in the test towns"
+vca-baseline train --model vcanet --config vcanet-tiny --data "$MOTS" --out "$OUT/run_vcanet_p1" --quiet
+for FLOW in suppressed raw; do
+    vca-baseline train --model vcanet --config vcanet-tiny --set model.phase=2 --set train.init_from="$OUT/run_vcanet_p1" \
+        --set data.flow=$FLOW --data "$MOTS" --out "$OUT/run_vcanet_$FLOW" --quiet
+    vca-baseline eval "$OUT/run_vcanet_$FLOW" --data "$MOTS" --save-predictions "$OUT/predictions_vcanet_$FLOW" --quiet > /dev/null
+done
+vca-baseline predict "$OUT/run_vcanet_suppressed" "$MOTS/test" --frames middle --sheet "$OUT/panels_vcanet.png" \
+    --out "$OUT/predictions_vcanet_panels" --quiet
+python - "$OUT" <<'PY'
+import json, sys
+out = sys.argv[1]
+print(f"{'VCANet, moving objects of the test towns':42s} {'CAQ':>6s} {'SQ':>6s} {'RQ':>6s} {'PQ things':>10s}")
+for name, run in (("with ego-flow suppression (EFS)", "run_vcanet_suppressed"), ("raw flow", "run_vcanet_raw")):
+    r = json.load(open(f"{out}/{run}/metrics.json"))["overall"]
+    print(f"{name:42s} {100 * r['caq']:6.1f} {100 * r['sq']:6.1f} {100 * r['rq']:6.1f} {100 * r['pq_things']:10.1f}")
+PY
 
 printf '\nDemo done: dataset %s, run %s, figures %s/stats and %s/dendrogram.png, prediction panels %s/panels.png.\n' "$DATA" "$RUN" "$OUT" "$OUT" "$OUT"
 printf 'Training curves and panels: tensorboard --logdir %s\n' "$RUN"
-printf 'Label the exported tracks by hand with: vca-annotate %s/carla_mots\n' "$OUT"
+printf 'VCANet panels (RGB | flow | truth | moving red / static blue | panoptic): %s/panels_vcanet.png\n' "$OUT"
+printf 'Label the exported tracks by hand with: vca-annotate %s/carla_mots/test\n' "$OUT"

@@ -63,3 +63,37 @@ def test_cityscapes_instance_ids():
     assert out.dtype == np.uint16
     # car pixels of actors 7 and 8 get two car instances, the person its own, road keeps its train id
     assert out.tolist() == [[13001, 13002, 0, 11001], [13001, 60001, 60001, 11001]]
+
+
+def test_kitti_mots_small_objects_become_ignore_regions(collected, tmp_path):
+    """--min-pixels N: an object under N pixels in a frame is written as an ignore region (10000) there,
+    so it is neither a track of that frame nor background; 0 keeps every object as a track."""
+    every, none = tmp_path / "every", tmp_path / "none"
+    assert cli.main(["export", str(collected.out), "--format", "kitti-mots", "--min-pixels", "0", "--out", str(every)]) == 0
+    assert cli.main(["export", str(collected.out), "--format", "kitti-mots", "--min-pixels", "100000000",
+                     "--out", str(none)]) == 0
+    kept = 0
+    for name in list_sequences(every):
+        a, b = open_sequence(every, name), open_sequence(none, name)
+        assert b.tracks() == {}
+        for i in range(a.num_frames):
+            ids = a.id_map(i)
+            assert not a.crowd_mask(i).any()
+            np.testing.assert_array_equal(b.crowd_mask(i), ids > 0)   # every object pixel is ignore
+            kept += int((ids > 0).sum())
+    assert kept > 0
+    # the default threshold keeps exactly the objects of at least MIN_PIXELS pixels in each frame
+    default = tmp_path / "default"
+    assert cli.main(["export", str(collected.out), "--format", "kitti-mots", "--out", str(default)]) == 0
+    from carla_scenarios.export import MIN_PIXELS
+
+    for name in list_sequences(every):
+        a, d = open_sequence(every, name), open_sequence(default, name)
+        for i in range(a.num_frames):
+            ids, kept_ids = a.id_map(i), d.id_map(i)
+            for t in np.unique(ids[ids > 0]):
+                small = (ids == t).sum() < MIN_PIXELS
+                assert (kept_ids == t).any() != small
+                assert d.crowd_mask(i)[ids == t].all() == small
+    assert cli.main(["export", str(collected.out), "--format", "kitti-mots", "--min-pixels", "-1",
+                     "--out", str(tmp_path / "bad")]) != 0
