@@ -1,7 +1,9 @@
 """Export collected episodes to the layouts other tools read: a Cityscapes-style PNG tree (images, train-id
 labels with 254 on unknown objects, instance ids, fine-grained unknown classes) and KITTI-MOTS-style
-motion sequences (one per episode: images, car/pedestrian tracks, depth, calibration, poses, and the
-simulator's true moving/static state of every track in `motion_truth.json`).
+motion sequences (one per episode: images, car/pedestrian tracks, depth, semantic train ids
+(`semantic/<seq>/<frame>.png`, unknown objects void), calibration, poses, and the simulator's true
+moving/static state of every track in `motion_truth.json`; objects under `min_pixels` in a frame are
+ignore regions there).
 
 Cityscapes-style layout (`<name>` = `<town>_<scenario>_<seed>_<frame:06d>`):
     OUT/leftImg8bit/<split>/<town>/<name>_leftImg8bit.png            RGB
@@ -29,7 +31,7 @@ from vca_data.episodes import EpisodeReader, list_episodes
 from vca_data.formats import kitti_mots
 from vca_data.formats.motion_labels import MotionLabels
 from vca_data.io import atomic_path, atomic_write_json, atomic_write_text
-from vca_data.labels import TAG, colorize_train, episode_labels
+from vca_data.labels import TAG, VOID, carla_to_train, colorize_train, episode_labels
 
 UNKNOWN_INSTANCE_BASE = 60000
 # KITTI-MOTS classes of the CARLA tags of dynamic actors.
@@ -157,8 +159,12 @@ def export_episode_kitti(path: Path, out: Path, seq: str, labels: MotionLabels,
         value_of: dict[int, int] = {}
         txt_frames = {}
         for i in range(len(ep)):
-            f = ep.read(i, ("rgb", "semantic", "instance", "depth"))
+            f = ep.read(i, ("rgb", "semantic", "instance", "depth", "fine"))
             write_png(out / "image_02" / seq / f"{i:06d}.png", f["rgb"])
+            # train ids of every pixel (VCANet's semantic head, PQ stuff); unknown objects are void here
+            train = carla_to_train(f["semantic"]).copy()
+            train[f["fine"] > 0] = VOID
+            write_png(out / "semantic" / seq / f"{i:06d}.png", train)
             depth = np.where((f["depth"] > 0) & (f["depth"] <= DEPTH_MAX_M), np.rint(f["depth"] * 256.0), 0)
             write_png(out / "depth" / seq / f"{i:06d}.png", depth.astype(np.uint16))
             id_map = np.zeros(f["instance"].shape, np.int32)

@@ -10,8 +10,8 @@ rm -rf "$OUT"
 step() { printf '\n==== %s\n' "$*"; }
 
 step "1/9 collect the open-set dataset (offline world: train towns, then test towns, three scenarios)"
-vca-carla collect --split train --scenario all --episodes 1 --frames 20 --width 320 --height 180 --parked 6 --out "$DATA"
-vca-carla collect --split test --scenario all --episodes 1 --frames 20 --width 320 --height 180 --parked 6 --out "$DATA" --seed 100
+vca-carla collect --split train --scenario all --episodes 1 --frames 20 --width 320 --height 180 --out "$DATA"
+vca-carla collect --split test --scenario all --episodes 1 --frames 20 --width 320 --height 180 --out "$DATA" --seed 100
 
 step "2/9 dataset statistics (pixels per class, frames per town and scenario)"
 vca-analyze stats "$DATA" --out "$OUT/stats"
@@ -56,10 +56,15 @@ step "6/9 prototypes of the unknown objects and their dendrogram (backbone of th
 vca-analyze dendrogram "$DATA" --weights "run:$RUN" --layer layer3 --max-images 20 --out "$OUT/dendrogram.png" \
     --save-prototypes "$OUT/prototypes.npz"
 
-step "7/9 motion track: export KITTI-MOTS-style sequences (train and test towns) and propose moving/static labels from flow"
+step "7/9 motion track: a busier collection at 640x360 (moving objects of hundreds of pixels, as in KITTI), exported as KITTI-MOTS-style sequences (train and test towns); moving/static proposals from flow"
 MOTS=$OUT/carla_mots
-vca-carla export "$DATA" --format kitti-mots --split train --out "$MOTS/train"
-vca-carla export "$DATA" --format kitti-mots --split test --out "$MOTS/test"
+MW=$OUT/motion_world
+vca-carla collect --split train --scenario all --episodes 1 --frames 20 --width 640 --height 360 --parked 6 \
+    --vehicles 60 --walkers 40 --out "$MW"
+vca-carla collect --split test --scenario all --episodes 1 --frames 20 --width 640 --height 360 --parked 6 \
+    --vehicles 60 --walkers 40 --out "$MW" --seed 100
+vca-carla export "$MW" --format kitti-mots --split train --out "$MOTS/train"
+vca-carla export "$MW" --format kitti-mots --split test --out "$MOTS/test"
 # the flow PNGs land where VCANet's flow cache looks (ROOT/vca_flow), so step 9 reuses them
 vca-annotate propose "$MOTS/test" --flow-dir "$MOTS/test/vca_flow"
 vca-analyze stats --labels "$MOTS/test/motion_labels.json" --out "$OUT/motion_stats"

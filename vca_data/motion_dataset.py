@@ -21,7 +21,8 @@ from vca_data.transforms import Normalize, ToTensor
 BACKGROUND, MOVING, STATIC = 0, 1, 2
 MOTION_CODE = {"moving": MOVING, "static": STATIC}
 #: The key lists to hand vca_data.transforms for motion samples, e.g. train_transform(h, w, **MOTION_KEYS).
-MOTION_KEYS = {"image_keys": ("image", "flow"), "dense_keys": (), "label_keys": ("instance", "motion", "category")}
+MOTION_KEYS = {"image_keys": ("image", "flow"), "dense_keys": (),
+               "label_keys": ("instance", "motion", "category", "semantic")}
 #: Category names of the datasets that differ from the Cityscapes train names.
 CATEGORY_ALIASES = {"pedestrian": "person"}
 
@@ -44,6 +45,8 @@ class MotionDataset(Dataset):
       - `motion`: HxW int64, 0 background, 1 moving, 2 static, 255 ignore (crowd regions, tracks labelled
         `ignore` or not labelled, padding); frame ranges of the labels apply;
       - `category`: HxW int64 Cityscapes train id of each instance's category (255 elsewhere);
+      - `semantic`: HxW int64 Cityscapes train ids of every pixel (255 void), only where the sequence
+        has semantic labels (MotionSequence.semantic: Cityscapes-VPS, the offline world's exports);
       - `meta`: {dataset, sequence, frame, image (path)}.
 
     `labels` is a MotionLabels or the path of a motion_labels.json; `sequences` defaults to the labelled
@@ -127,6 +130,9 @@ class MotionDataset(Dataset):
         k, i = self._items[index]
         seq = self.sequences[k]
         sample = {"image": seq.read_image(i), **self.label_maps(seq, i)}
+        semantic = seq.semantic(i)
+        if semantic is not None:
+            sample["semantic"] = semantic
         if self.flow_dir is not None:
             sample["flow"] = self._read_flow(seq, i)
         if self.transform is not None:

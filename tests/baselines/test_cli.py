@@ -81,6 +81,6 @@ def test_predict_plain_image_needs_depth_model_error(micro_config, tmp_path, cap
 def test_parser_lists_models_and_metrics():
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")
-    assert set(sub.choices) == {"train", "eval", "predict", "metrics"}
+    assert set(sub.choices) == {"train", "eval", "predict", "metrics", "paper"}
     args = parser.parse_args(["train", "--model", "prototype-cl", "--data", "d", "--out", "r", "--set", "a.b=1"])
     assert args.model == "prototype-cl" and args.set == ["a.b=1"]

@@ -216,3 +216,30 @@ def test_bad_inputs_name_the_file_and_leave_nothing(motion_root, phase_one, tmp_
                           "--out", str(run), "--set", "model.phase=2", "--set", f"train.init_from={other}",
                           "--quiet"]) == 2
     assert "config.yaml: train.init_from is a run of model 'prototype'" in capsys.readouterr().err
+
+
+def test_semantic_labels_where_the_source_has_them(motion_root, phase_one, tmp_path):
+    """With semantic/<seq>/ PNGs beside the sequences (the offline world's exports write them), phase 1
+    trains the semantic head (its loss term is not the zero of a source without them) and PQ has stuff."""
+    root = tmp_path / "with_semantic"
+    shutil.copytree(motion_root, root)
+    for split, seqs in (("train", ("0000", "0001")), ("test", ("0002",))):
+        for seq in seqs:
+            folder = root / split / "semantic" / seq
+            folder.mkdir(parents=True)
+            for i in range(6):
+                ids = np.zeros((H, W), np.uint8)   # road
+                ids[: H // 3] = 10                  # sky
+                cv2.imwrite(str(folder / f"{i:06d}.png"), ids)
+    run = tmp_path / "run"
+    train(cfg_of(*LOW), run, root, progress=False)
+    import csv
+
+    def first_terms(run_dir: Path) -> dict:
+        row = next(csv.DictReader((run_dir / "log.csv").open()))
+        return {k: float(v) for k, v in (t.split("=") for t in row["terms"].split())}
+
+    assert first_terms(run)["semantic"] > 0.1
+    assert first_terms(phase_one)["semantic"] == 0.0    # the synthetic KITTI-MOTS folders have none
+    result = evaluate_run(run, root, progress=False)
+    assert result["overall"]["pq_stuff"] == result["overall"]["pq_stuff"]    # a number, not NaN

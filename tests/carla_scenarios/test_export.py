@@ -1,6 +1,8 @@
 """Exports of collected episodes: the Cityscapes-style PNG tree and KITTI-MOTS-style motion sequences with
 the simulator's true moving/static labels, read back with the toolkit's own format readers."""
 
+import json
+
 import cv2
 import numpy as np
 
@@ -38,6 +40,17 @@ def test_export_cityscapes_and_kitti_mots(collected, tmp_path):
         for track_id in seq.tracks():
             assert track_id // 1000 in (1, 2)
             assert truth.get(name, track_id) is not None and truth.get(name, track_id).source == "simulator"
+    # semantic train ids beside the export: the Cityscapes export's labels with the unknown objects void
+    for name in seqs:
+        seq = open_sequence(root, name)
+        episode = json.loads((root / "sequences.json").read_text())[name]
+        for i in (0, seq.num_frames - 1):
+            semantic = seq.semantic(i)
+            stem = episode[:-3] + f"_{i:06d}"
+            cs = next((tmp_path / "cs" / "gtFine").rglob(f"{stem}_gtFine_labelTrainIds.png"))
+            expected = cv2.imread(str(cs), cv2.IMREAD_UNCHANGED)
+            expected[expected == 254] = 255
+            np.testing.assert_array_equal(semantic, expected)
 
 
 def test_motion_truth_from_actor_states():

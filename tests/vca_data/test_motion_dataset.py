@@ -98,6 +98,37 @@ def test_cityscapes_samples(tmp_path: Path):
     category = sample["category"].numpy()
     assert set(np.unique(category)) <= {11, 13, 255}
     assert (sample["motion"].numpy()[sample["instance"].numpy() == 0] != 1).all()
+    # semantic train ids from the panoptic segments: road below, sky above, things as their category
+    semantic = sample["semantic"].numpy()
+    assert semantic.shape == category.shape and set(np.unique(semantic)) <= {0, 10, 11, 13, 255}
+    things = sample["instance"].numpy() > 0
+    np.testing.assert_array_equal(semantic[things], category[things])
+    assert (semantic[-1] == 0).any() and (semantic[0] == 10).any()
+
+
+def test_kitti_semantic_folder_is_read_and_augmented_with_the_frame(kitti: Path, tmp_path: Path):
+    import shutil
+
+    root = tmp_path / "k"
+    shutil.copytree(kitti, root)
+    assert "semantic" not in MotionDataset(root, root / "motion_truth.json", sequences=["0000"])[0]
+    seq = open_sequence(root, "0000")
+    truth = []
+    for i in range(seq.num_frames):
+        ids = np.tile(np.arange(seq.width, dtype=np.uint8) % 19, (seq.height, 1))
+        ids[:3] = 255
+        truth.append(ids)
+        (root / "semantic" / "0000").mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(root / "semantic" / "0000" / f"{i:06d}.png"), ids)
+    np.testing.assert_array_equal(open_sequence(root, "0000").semantic(1), truth[1])
+    ds = MotionDataset(root, root / "motion_truth.json", sequences=["0000"])
+    np.testing.assert_array_equal(ds[2]["semantic"].numpy(), truth[2])
+    flipped = MotionDataset(root, root / "motion_truth.json", sequences=["0000"],
+                            transform=Compose([RandomHorizontalFlip(1.0, **MOTION_KEYS)]), seed=0)
+    np.testing.assert_array_equal(flipped[2]["semantic"].numpy(), truth[2][:, ::-1])
+    cv2.imwrite(str(root / "semantic" / "0000" / "000001.png"), np.zeros((5, 5), np.uint8))
+    with pytest.raises(ValueError, match=r"000001.png: expected a 64x40 single-channel uint8 PNG"):
+        ds[1]
 
 
 def test_errors(kitti: Path, tmp_path: Path):

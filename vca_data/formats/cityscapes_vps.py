@@ -241,6 +241,22 @@ class CityscapesVpsSequence(MotionSequence):
             )
         return ids, segments
 
+    def semantic(self, i: int) -> np.ndarray | None:
+        """Train ids of frame i from its panoptic segments' category names (255 void and where a
+        category is not one of the 19 train classes); None for an unlabelled frame."""
+        from vca_data.labels import TRAIN_NAMES, VOID
+
+        labelled = self.segment_ids(i)
+        if labelled is None:
+            return None
+        ids, segments = labelled
+        out = np.full(ids.shape, VOID, dtype=np.uint8)
+        for seg in segments:
+            name = self.panoptic.categories[seg.category_id][0]
+            if name in TRAIN_NAMES:
+                out[ids == seg.id] = TRAIN_NAMES.index(name)
+        return out
+
     def _things(self, segments: list[Segment]) -> list[Segment]:
         return [s for s in segments if self.panoptic.categories[s.category_id][1]]
 

@@ -341,7 +341,7 @@ def open_kitti_sequence(root: Path, name: str | None = None) -> KittiMotsSequenc
 class KittiMotsSequence(MotionSequence):
     """A KITTI-MOTS sequence folder; labels from `instances_txt/<seq>.txt` (preferred when both forms
     exist) or `instances/<seq>/`. The txt is read and fully validated when the sequence is opened;
-    extras (`calib/<seq>.json`, `poses/<seq>.txt`, `depth/<seq>/`) are read when present."""
+    extras (`calib/<seq>.json`, `poses/<seq>.txt`, `depth/<seq>/`, `semantic/<seq>/`) are read when present."""
 
     dataset = "kitti-mots"
 
@@ -478,6 +478,18 @@ class KittiMotsSequence(MotionSequence):
         if not self._poses_read:
             self._poses, self._poses_read = self._load_poses(), True
         return None if self._poses is None else self._poses[i].copy()
+
+    def semantic(self, i: int) -> np.ndarray | None:
+        """Train ids from `semantic/<seq>/<frame>.png` (uint8, 255 void; `vca-carla export` writes them),
+        or None when the folder has none (KITTI-MOTS itself)."""
+        i = self._check_index(i)
+        path = self._extra("semantic", self.name, f"{Path(self.frame_names[i]).stem}.png")
+        if path is None:
+            return None
+        png = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        if png is None or png.dtype != np.uint8 or png.shape != (self.height, self.width):
+            raise SequenceError(f"{path}: expected a {self.width}x{self.height} single-channel uint8 PNG of train ids")
+        return png
 
     def depth(self, i: int) -> np.ndarray | None:
         i = self._check_index(i)

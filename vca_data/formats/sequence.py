@@ -124,6 +124,11 @@ class MotionSequence(ABC):
         """HxW float32 depth in metres of frame i (0 = invalid), or None when there is none."""
         return None
 
+    def semantic(self, i: int) -> np.ndarray | None:
+        """HxW uint8 Cityscapes train ids of frame i (255 void), or None when the source has no
+        semantic labels (KITTI-MOTS has none; Cityscapes-VPS and the offline world's exports do)."""
+        return None
+
 
 def pick_name(root: Path, names: list[str], name: str | None, what: str) -> str:
     """Resolve the requested sequence name against those available (shared by the dataset modules)."""
