@@ -31,7 +31,7 @@ from vca_data.episodes import EpisodeReader, list_episodes
 from vca_data.formats import kitti_mots
 from vca_data.formats.motion_labels import MotionLabels
 from vca_data.io import atomic_path, atomic_write_json, atomic_write_text
-from vca_data.labels import TAG, VOID, carla_to_train, colorize_train, episode_labels
+from vca_data.labels import TAG, UNKNOWN, VOID, colorize_train, episode_labels
 
 UNKNOWN_INSTANCE_BASE = 60000
 # KITTI-MOTS classes of the CARLA tags of dynamic actors.
@@ -161,9 +161,10 @@ def export_episode_kitti(path: Path, out: Path, seq: str, labels: MotionLabels,
         for i in range(len(ep)):
             f = ep.read(i, ("rgb", "semantic", "instance", "depth", "fine"))
             write_png(out / "image_02" / seq / f"{i:06d}.png", f["rgb"])
-            # train ids of every pixel (VCANet's semantic head, PQ stuff); unknown objects are void here
-            train = carla_to_train(f["semantic"]).copy()
-            train[f["fine"] > 0] = VOID
+            # train ids of every pixel (VCANet's semantic head, PQ stuff): the open-set labels with the
+            # unknown objects void
+            train = episode_labels(f["semantic"], f["fine"], ep.attrs["split"])
+            train[train == UNKNOWN] = VOID
             write_png(out / "semantic" / seq / f"{i:06d}.png", train)
             depth = np.where((f["depth"] > 0) & (f["depth"] <= DEPTH_MAX_M), np.rint(f["depth"] * 256.0), 0)
             write_png(out / "depth" / seq / f"{i:06d}.png", depth.astype(np.uint16))

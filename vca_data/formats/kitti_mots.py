@@ -440,6 +440,18 @@ class KittiMotsSequence(MotionSequence):
                 return p
         return None
 
+    def _frame_png(self, folder: str, i: int, dtype, expected: str) -> np.ndarray | None:
+        """Frame i's single-channel PNG of the extra `folder/<seq>/` (None when absent), checked for
+        `dtype` and the frames' size; SequenceError naming the file and `expected` otherwise."""
+        i = self._check_index(i)
+        path = self._extra(folder, self.name, f"{Path(self.frame_names[i]).stem}.png")
+        if path is None:
+            return None
+        png = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        if png is None or png.dtype != dtype or png.shape != (self.height, self.width):
+            raise SequenceError(f"{path}: expected {expected}")
+        return png
+
     def _read_calib(self) -> np.ndarray | None:
         path = self._extra("calib", f"{self.name}.json")
         if path is None:
@@ -482,21 +494,9 @@ class KittiMotsSequence(MotionSequence):
     def semantic(self, i: int) -> np.ndarray | None:
         """Train ids from `semantic/<seq>/<frame>.png` (uint8, 255 void; `vca-carla export` writes them),
         or None when the folder has none (KITTI-MOTS itself)."""
-        i = self._check_index(i)
-        path = self._extra("semantic", self.name, f"{Path(self.frame_names[i]).stem}.png")
-        if path is None:
-            return None
-        png = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-        if png is None or png.dtype != np.uint8 or png.shape != (self.height, self.width):
-            raise SequenceError(f"{path}: expected a {self.width}x{self.height} single-channel uint8 PNG of train ids")
-        return png
+        return self._frame_png("semantic", i, np.uint8,
+                               f"a {self.width}x{self.height} single-channel uint8 PNG of train ids")
 
     def depth(self, i: int) -> np.ndarray | None:
-        i = self._check_index(i)
-        path = self._extra("depth", self.name, f"{Path(self.frame_names[i]).stem}.png")
-        if path is None:
-            return None
-        png = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-        if png is None or png.dtype != np.uint16 or png.shape != (self.height, self.width):
-            raise SequenceError(f"{path}: expected a {self.height}x{self.width} uint16 depth PNG (metres*256)")
-        return png.astype(np.float32) / 256.0
+        png = self._frame_png("depth", i, np.uint16, f"a {self.height}x{self.width} uint16 depth PNG (metres*256)")
+        return None if png is None else png.astype(np.float32) / 256.0
