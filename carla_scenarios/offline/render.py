@@ -29,12 +29,20 @@ from ._quiet import quiet_fds
 with quiet_fds():  # PyBullet prints a build-time banner on import; the CLI's first line is its own
     import pybullet
 
-from .shapes import Box, bullet_quaternion, rotation_matrix, to_bullet_position, to_bullet_rotation
+from .shapes import (
+    Box,
+    box_corners,
+    bullet_quaternion,
+    rotation_matrix,
+    to_bullet_position,
+    to_bullet_rotation,
+)
 
 NEAR = 0.1
 FAR = 1000.0  # CARLA's depth camera saturates at 1000 m; the sky lies there
 LINKS_PER_BODY = 120
 _MAX_LINKS = 256
+OCCLUDER_VOLUME = 2.0  # m^3: an actor's largest box from this size up hides the buildings behind it
 
 
 class Renderer:
@@ -47,6 +55,9 @@ class Renderer:
         self._texture_dir: str | None = None
         self._tags = np.zeros((64, _MAX_LINKS), dtype=np.uint8)
         self._ids = np.zeros((64, _MAX_LINKS), dtype=np.uint16)
+        # body -> corners (8x4, homogeneous, body frame) of an actor's largest box, and their world corners
+        self._occluder_corners: dict[int, np.ndarray] = {}
+        self._occluder_world: dict[int, np.ndarray] = {}
         self.ground = Ground([b for b in boxes if b.tag in GROUND_TAGS])
         solid = [b for b in boxes if b.tag not in GROUND_TAGS]
         occluders = []
@@ -100,6 +111,9 @@ class Renderer:
         for link, b in enumerate(boxes):
             if b.windows is not None:
                 pybullet.changeVisualShape(body, link, textureUniqueId=self._texture(b.windows), physicsClientId=c)
+        largest = max(boxes, key=lambda b: b.half[0] * b.half[1] * b.half[2])
+        if actor_id and 8 * largest.half[0] * largest.half[1] * largest.half[2] >= OCCLUDER_VOLUME:
+            self._occluder_corners[body] = np.hstack([box_corners(largest), np.ones((8, 1))])
         self.move(body, transform)
         return body
 
@@ -130,6 +144,8 @@ class Renderer:
         pybullet.removeBody(body, physicsClientId=self.client)
         self._tags[body] = 0
         self._ids[body] = 0
+        self._occluder_corners.pop(body, None)
+        self._occluder_world.pop(body, None)
 
     def move(self, body: int, transform: carla.Transform) -> None:
         loc, rot = transform.location, transform.rotation
@@ -137,6 +153,8 @@ class Renderer:
             body, to_bullet_position(loc.x, loc.y, loc.z), bullet_quaternion(rot.pitch, rot.yaw, rot.roll),
             physicsClientId=self.client,
         )
+        if body in self._occluder_corners:
+            self._occluder_world[body] = (self._occluder_corners[body] @ np.array(transform.get_matrix()).T)[:, :3]
 
     def render(self, camera: carla.Transform, width: int, height: int, fov: float, weather: carla.WeatherParameters,
                frame: int) -> dict[str, np.ndarray]:
@@ -149,7 +167,8 @@ class Renderer:
         vfov = 2 * math.degrees(math.atan(math.tan(math.radians(fov) / 2) * height / width))
         proj = pybullet.computeProjectionMatrixFOV(vfov, width / height, NEAR, FAR, physicsClientId=self.client)
         light = lighting(weather)
-        self.occlusion.cull(camera.location, rot, width, height, fov)
+        actors = np.array(list(self._occluder_world.values())).reshape(-1, 8, 3)
+        self.occlusion.cull(camera.location, rot, width, height, fov, actors)
         _, _, rgba, zbuf, mask = pybullet.getCameraImage(
             width, height, view, proj,
             renderer=pybullet.ER_TINY_RENDERER,
@@ -162,7 +181,11 @@ class Renderer:
         zbuf = np.asarray(zbuf, dtype=np.float32).reshape(height, width)
         mask = np.asarray(mask, dtype=np.int32).reshape(height, width)
         background = mask < 0
-        lut = np.where(background, 0, (mask & 0xFFFFFF) * _MAX_LINKS + (mask >> 24))
+        # mask = body + ((link + 1) << 24): rotated by a byte it is the index body * _MAX_LINKS + link + 1
+        # of the (body, link) tables, _MAX_LINKS being 256
+        key = mask.view(np.uint32)
+        lut = (key << 8) | (key >> 24)
+        lut[background] = 0
         tag = np.take(self._tags.ravel(), lut)
         ids = np.take(self._ids.ravel(), lut)
         depth = np.float32(FAR * NEAR) / (np.float32(FAR) - np.float32(FAR - NEAR) * zbuf)
@@ -176,15 +199,16 @@ class Renderer:
 
 
 class Occlusion:
-    """Hides buildings that other buildings hide, before PyBullet draws: the TINY renderer pays for every
-    covered pixel of every triangle, even one the depth test then rejects (measured: a hidden full-screen
-    layer costs about a third of a visible one), and streets of tall buildings stack many such layers.
+    """Hides buildings that other buildings or large actors hide, before PyBullet draws: the TINY renderer
+    pays for every covered pixel of every triangle, even one the depth test then rejects (measured: a
+    hidden full-screen layer costs about a third of a visible one), streets of tall buildings stack many
+    such layers, and a bus just ahead hides most of the street.
 
-    Conservative test on a quarter-resolution depth buffer, buildings taken nearest first: a building is
-    hidden when its silhouette, grown by one cell, lies wholly on cells that nearer buildings cover (cell
-    centre inside their silhouette) at a depth below its own nearest point; a visible building then
-    covers its cells at its farthest point's depth. Hidden links get alpha 0, which the TINY renderer
-    skips."""
+    Conservative test on a quarter-resolution depth buffer, boxes taken nearest first: a building is
+    hidden when its silhouette, grown by one cell, lies wholly on cells that nearer boxes cover (cell
+    centre inside their silhouette) at a depth below its own nearest point; a visible box then covers
+    its cells at its farthest point's depth (a ray through a convex box meets it no farther). Hidden
+    links get alpha 0, which the TINY renderer skips."""
 
     SCALE = 4
 
@@ -192,22 +216,20 @@ class Occlusion:
         self.client = client
         self.links = [(body, link) for body, link, _ in buildings]
         self.rgba = [list(b.rgba) for _, _, b in buildings]
-        corners = []
-        unit = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)], dtype=float)
-        for _, _, b in buildings:
-            c, s = math.cos(math.radians(b.yaw)), math.sin(math.radians(b.yaw))
-            local = unit * np.array(b.half)
-            world = np.stack([local[:, 0] * c - local[:, 1] * s, local[:, 0] * s + local[:, 1] * c, local[:, 2]], 1)
-            corners.append(world + np.array(b.center))
-        self.corners = np.array(corners).reshape(-1, 8, 3)
+        self.corners = np.array([box_corners(b) for _, _, b in buildings]).reshape(-1, 8, 3)
         self.shown = np.ones(len(buildings), dtype=bool)
 
-    def cull(self, eye: carla.Location, rot: np.ndarray, width: int, height: int, fov: float) -> None:
+    def cull(self, eye: carla.Location, rot: np.ndarray, width: int, height: int, fov: float,
+             actors: np.ndarray) -> None:
+        """Hide the buildings hidden from this camera; `actors` (Nx8x3, world corners) are the large boxes
+        of actors (a bus right ahead hides whole blocks), occluders that are themselves always drawn."""
         if not self.links:
             return
         w, h = max(1, width // self.SCALE), max(1, height // self.SCALE)
         f = w / (2 * math.tan(math.radians(fov) / 2))
-        cam = (self.corners - np.array([eye.x, eye.y, eye.z])) @ rot  # camera axes: x forward, y right, z up
+        n = len(self.links)
+        corners = np.concatenate([self.corners, actors]) if len(actors) else self.corners
+        cam = (corners - np.array([eye.x, eye.y, eye.z])) @ rot  # camera axes: x forward, y right, z up
         depth = cam[..., 0]
         near, far = depth.min(axis=1), depth.max(axis=1)
         safe = np.maximum(depth, NEAR)
@@ -215,7 +237,7 @@ class Occlusion:
         v = h / 2 - f * cam[..., 2] / safe
         straddles = near < NEAR  # partly behind the camera: drawn, and never an occluder
         outside = (far < NEAR) | (u.max(axis=1) < 0) | (u.min(axis=1) > w) | (v.max(axis=1) < 0) | (v.min(axis=1) > h)
-        show = ~outside
+        show = ~outside[:n]
         buffer = np.full((h + 2, w + 2), np.inf, dtype=np.float32)  # one cell of margin all round
         scratch = np.zeros((h + 2, w + 2), dtype=np.uint8)
         for i in np.argsort(near):
@@ -227,14 +249,16 @@ class Occlusion:
             x0, y0 = np.clip(pts.min(axis=0) - 1, 0, None)
             x1, y1 = np.minimum(pts.max(axis=0) + 2, [w + 2, h + 2])
             if x1 <= x0 or y1 <= y0:
-                show[i] = False
+                if i < n:
+                    show[i] = False
                 continue
             cv2.fillConvexPoly(scratch, hull, 1)
             cv2.polylines(scratch, [hull], True, 1, thickness=3)  # grown by a cell for the test
             region = scratch[y0:y1, x0:x1].astype(bool)
             visible = bool((buffer[y0:y1, x0:x1][region] > near[i]).any())
             scratch[y0:y1, x0:x1] = 0
-            show[i] = visible
+            if i < n:
+                show[i] = visible
             if visible:
                 cv2.fillConvexPoly(scratch, hull, 1)
                 cover = scratch[y0:y1, x0:x1].astype(bool)
@@ -303,25 +327,37 @@ class Ground:
         # world z of each pixel's ray (x forward = 1, y right = u, z up = -v)
         rz = np.float32(rot[2, 0]) + np.float32(rot[2, 1]) * u[None, :] - np.float32(rot[2, 2]) * v[:, None]
         down = rz < -1e-6
-        size = (width, height)
         depth = np.full((height, width), FAR, dtype=np.float32)
-        np.divide(np.float32(-eye.z), rz, out=depth, where=down)
-        plane = self._homography(eye, rot, f, width, height, 0.0)
-        tag = cv2.warpPerspective(self.tag, plane, size, flags=cv2.INTER_NEAREST,
-                                  borderMode=cv2.BORDER_CONSTANT, borderValue=TAG["Terrain"])
-        rgb = cv2.warpPerspective(self.rgb, plane, size, flags=cv2.INTER_NEAREST,
-                                  borderMode=cv2.BORDER_CONSTANT, borderValue=self.terrain_u8)
+        tag = np.full((height, width), TAG["Sky"], dtype=np.uint8)
+        rgb = np.zeros((height, width, 3), dtype=np.uint8)  # the sky's colour comes with the weather
+        rows = np.flatnonzero(down.any(axis=1))
+        if len(rows) == 0:
+            return depth, tag, rgb
+        # only the rows that see the ground are warped: above the horizon (half the image when level)
+        # every pixel is sky
+        y0, y1 = int(rows[0]), int(rows[-1]) + 1
+        band = slice(y0, y1)
+        size = (width, y1 - y0)
+        shift = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, -y0], [0.0, 0.0, 1.0]])
+        down = down[band]
+        np.divide(np.float32(-eye.z), rz[band], out=depth[band], where=down)
+        plane = shift @ self._homography(eye, rot, f, width, height, 0.0)
+        ground_tag = cv2.warpPerspective(self.tag, plane, size, flags=cv2.INTER_NEAREST,
+                                         borderMode=cv2.BORDER_CONSTANT, borderValue=TAG["Terrain"])
+        ground_rgb = cv2.warpPerspective(self.rgb, plane, size, flags=cv2.INTER_NEAREST,
+                                         borderMode=cv2.BORDER_CONSTANT, borderValue=self.terrain_u8)
         if self.raised_mask is not None and eye.z > self.raised:
-            top_plane = self._homography(eye, rot, f, width, height, self.raised)
+            top_plane = shift @ self._homography(eye, rot, f, width, height, self.raised)
             top = cv2.warpPerspective(self.raised_mask, top_plane, size, flags=cv2.INTER_NEAREST,
                                       borderMode=cv2.BORDER_CONSTANT, borderValue=0).astype(bool) & down
             top_rgb = cv2.warpPerspective(self.rgb, top_plane, size, flags=cv2.INTER_NEAREST,
                                           borderMode=cv2.BORDER_CONSTANT, borderValue=self.terrain_u8)
-            np.copyto(rgb, top_rgb, where=top[..., None])
-            tag[top] = TAG["SideWalks"]
-            np.divide(np.float32(self.raised - eye.z), rz, out=depth, where=top)
+            np.copyto(ground_rgb, top_rgb, where=top[..., None])
+            ground_tag[top] = TAG["SideWalks"]
+            np.divide(np.float32(self.raised - eye.z), rz[band], out=depth[band], where=top)
         lit = (light["ambient"] + light["diffuse"] * max(light["direction"][2], 0.0)) * np.asarray(light["color"])
-        rgb = cv2.multiply(rgb, tuple(float(c) for c in lit) + (0.0,))
+        rgb[band] = cv2.multiply(ground_rgb, tuple(float(c) for c in lit) + (0.0,))
+        tag[band] = ground_tag
         sky = depth >= FAR
         depth[sky] = FAR
         tag[sky] = TAG["Sky"]
@@ -375,7 +411,7 @@ def apply_weather(rgb: np.ndarray, depth: np.ndarray, tag: np.ndarray, sky: np.n
     """Sky colour, wet roads (darker, with a sheen of the sky), rain streaks and distance fog; the image
     is modified in place and returned."""
     sky_rgb = np.asarray(light["sky"], dtype=np.float32) * 255
-    rgb[sky] = np.round(sky_rgb).astype(np.uint8)
+    np.copyto(rgb, np.round(sky_rgb).astype(np.uint8), where=sky[..., None])
     wet = max(weather.wetness, weather.precipitation_deposits, 0.6 * weather.precipitation) / 100.0
     if wet > 0:
         road = (tag == TAG["Roads"]) | (tag == TAG["RoadLine"])

@@ -122,20 +122,28 @@ METAL = (0.6, 0.62, 0.65, 1.0)
 
 
 def vehicle_boxes(extent: tuple[float, float, float], rgba: tuple, tag: int, kind: str) -> list[Box]:
-    """A car, truck or bus: body, cabin/glass, four wheels."""
+    """A car, truck or bus: body, cabin/glass, four wheels. The parts above the body start at its top
+    rather than inside it: the TINY renderer pays for every pixel of every face it draws, hidden or
+    not, and a bus right ahead of the camera fills much of the image with each overlapping part."""
     ex, ey, ez = extent
     wheel_r = 0.35 if kind == "car" else 0.5
     body_bottom = wheel_r * 0.8
-    boxes = [Box((0, 0, wheel_r * 0.8 + (ez - body_bottom / 2) * 0.55), (ex, ey, (2 * ez - body_bottom) * 0.28), rgba, tag)]
+    body_z, body_half = wheel_r * 0.8 + (ez - body_bottom / 2) * 0.55, (2 * ez - body_bottom) * 0.28
+    boxes = [Box((0, 0, body_z), (ex, ey, body_half), rgba, tag)]
+    top = body_z + body_half
+
+    def above(x: float, hx: float, hy: float, z1: float, colour: tuple) -> Box:  # from the body's top to z1
+        return Box((x, 0, (top + z1) / 2), (hx, hy, (z1 - top) / 2), colour, tag)
+
     if kind == "car":
         boxes.append(Box((-0.15 * ex, 0, 2 * ez * 0.78), (0.55 * ex, 0.9 * ey, 0.22 * ez), GLASS, tag))
     elif kind == "truck":
-        boxes.append(Box((0.72 * ex, 0, ez * 1.2), (0.26 * ex, ey * 0.98, ez * 0.78), rgba, tag))
+        boxes.append(above(0.72 * ex, 0.26 * ex, ey * 0.98, ez * 1.98, rgba))
         boxes.append(Box((0.99 * ex, 0, ez * 1.45), (0.02 * ex, ey * 0.85, ez * 0.3), GLASS, tag))
-        boxes.append(Box((-0.28 * ex, 0, ez * 1.2), (0.7 * ex, ey, ez * 0.8), WHITE, tag))
-    else:  # bus: tall body with a window band
-        boxes.append(Box((0, 0, ez * 1.45), (ex * 1.0, ey * 1.01, ez * 0.22), GLASS, tag))
-        boxes.append(Box((0, 0, ez * 1.2), (ex, ey, ez * 0.78), rgba, tag))
+        boxes.append(above(-0.28 * ex, 0.7 * ex, ey, ez * 2.0, WHITE))
+    else:  # bus: tall body with a window band, then the roof
+        boxes.append(above(0, ex, ey, ez * 1.67, GLASS))
+        boxes.append(Box((0, 0, ez * 1.825), (ex, ey, ez * 0.155), rgba, tag))
     for sx in (0.68, -0.68):
         for sy in (1, -1):
             boxes.append(Box((sx * ex, sy * (ey - 0.12), wheel_r), (wheel_r, 0.12, wheel_r), BLACK, tag))
@@ -256,6 +264,14 @@ def trolley_boxes(tag: int) -> list[Box]:
         Box((0.35, -0.22, 0.04), (0.04, 0.02, 0.04), BLACK, tag),
         Box((-0.35, -0.22, 0.04), (0.04, 0.02, 0.04), BLACK, tag),
     ]
+
+
+def box_corners(b: Box) -> np.ndarray:
+    """The eight corners (8x3) of a box in its parent frame (CARLA axes)."""
+    unit = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)], dtype=float)
+    c, s = math.cos(math.radians(b.yaw)), math.sin(math.radians(b.yaw))
+    local = unit * np.array(b.half)
+    return np.stack([local[:, 0] * c - local[:, 1] * s, local[:, 0] * s + local[:, 1] * c, local[:, 2]], 1) + np.array(b.center)
 
 
 def boxes_extent(boxes: list[Box]) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
