@@ -80,6 +80,8 @@ def collate_motion(samples: list[dict]) -> dict:
 DATA_DEFAULTS: dict = {
     "flow": "suppressed",        # suppressed: ego-flow suppressed (EFS, Table 4) | raw: the optical flow itself
     "flow_dir": None,            # FLOWDIR of `vca-annotate propose --flow-dir`; null: ROOT/vca_flow, computed and cached
+    "flow_max": 30.0,            # px drawn at full saturation in the (raw) flow PNGs
+    "suppressed_max": 4.0,       # the same for the suppressed flow: a moving object's residual is a few px
     "labels": "auto",            # auto: ROOT/motion_truth.json (simulator truth) else ROOT/motion_labels.json; or a path
     "extra_roots": [],           # more sequence folders trained and evaluated with DATA (KITTI-MOTS + Cityscapes-VPS)
     "train_sequences": None,     # sequence names of the train split; null: see baselines.motion.split_sequences
@@ -161,15 +163,26 @@ def check_flow(folder: Path, seq, frames: list[int]) -> list[int]:
     return missing
 
 
-def ensure_flow(root: Path, names: list[str], flow_dir: str | None, mode: str, progress: bool = True) -> Path:
-    """The folder of `mode` flow PNGs for the sequences `names` of `root`. A given `flow_dir` must hold
-    every labelled frame's PNG (an error names the first missing one); without one, the flow is
-    computed (both modes at once, with the proposals' code: `vca-annotate propose --flow-dir`) into
-    ROOT/vca_flow for the sequences that lack it, and reused by later runs."""
+def flow_scales(data: dict) -> dict[str, float]:
+    """The colour scale (px at full saturation) of each flow mode's PNGs in a run's data section."""
+    return {"raw": float(data["flow_max"]), "suppressed": float(data["suppressed_max"])}
+
+
+def ensure_flow(root: Path, names: list[str], flow_dir: str | None, mode: str, progress: bool = True,
+                scales: dict[str, float] | None = None) -> Path:
+    """The folder of `mode` flow PNGs for the sequences `names` of `root`, coded at `scales` (default:
+    DATA_DEFAULTS' flow_max / suppressed_max). A given `flow_dir` must hold every labelled frame's PNG
+    (an error names the first missing one) at that scale where its scale.json says one; without one,
+    the flow is computed (both modes at once, with the proposals' code: `vca-annotate propose
+    --flow-dir`) into ROOT/vca_flow for the sequences that lack it or hold another scale, and reused by
+    later runs."""
+    from annotator.proposals.sequences import read_flow_scale
     from vca_data.formats.folders import open_sequence
 
+    scales = scales or flow_scales(DATA_DEFAULTS)
     base = Path(flow_dir) if flow_dir is not None else root / CACHE_DIR
     folder = base / FLOW_MODES[mode]
+    key = "suppressed_max" if mode == "suppressed" else "flow_max"
     todo = []
     for name in names:
         seq = open_sequence(root, name)
@@ -179,7 +192,13 @@ def ensure_flow(root: Path, names: list[str], flow_dir: str | None, mode: str, p
             raise FileNotFoundError(f"{path}: missing ({len(missing)} of the {len(seq.labelled_frames)} labelled frames "
                                     f"of sequence {seq.name} have no flow PNG); write them with vca-annotate propose "
                                     f"{root} --flow-dir {base}, or leave data.flow_dir null to compute them")
-        if missing:
+        stale = not missing and (folder / seq.name).is_dir() and read_flow_scale(folder / seq.name) != scales[mode]
+        if stale and flow_dir is not None:
+            raise ValueError(f"{folder / seq.name}: flow PNGs coded at {read_flow_scale(folder / seq.name):g} px "
+                             f"(its scale.json), the run's data.{key} is {scales[mode]:g}: make them again with "
+                             f"vca-annotate propose {root} --flow-dir {base} --flow-max {scales['raw']:g} "
+                             f"--suppressed-max {scales['suppressed']:g}, or set data.{key} to match")
+        if missing or stale:
             todo.append(seq)
     if todo:
         from tqdm import tqdm
@@ -187,7 +206,7 @@ def ensure_flow(root: Path, names: list[str], flow_dir: str | None, mode: str, p
         from annotator.proposals.sequences import propose_sequence
 
         for seq in tqdm(todo, desc=f"flow -> {base}", unit="seq", disable=not progress, dynamic_ncols=True):
-            propose_sequence(seq, flow_dir=base)
+            propose_sequence(seq, flow_dir=base, flow_max=scales["raw"], suppressed_max=scales["suppressed"])
     return folder
 
 
@@ -209,7 +228,7 @@ def motion_datasets(cfg: dict, data_dir: Path, split: str, train: bool):
     for base in [Path(data_dir), *[Path(r) for r in d["extra_roots"]]]:
         root, names = split_sequences(base, split, d[f"{split}_sequences"])
         labels = labels_path(root, d["labels"], base if root != base else None)
-        flow = ensure_flow(root, names, d["flow_dir"], d["flow"])
+        flow = ensure_flow(root, names, d["flow_dir"], d["flow"], scales=flow_scales(d))
         step = d["frame_step"] if train else cfg["eval"]["frame_step"]
         parts.append(MotionDataset(root, labels, names, flow_dir=flow, transform=Compose(steps) if steps else None,
                                    seed=0 if train else None, frame_step=step))

@@ -354,8 +354,9 @@ def describe_motion(cfg: dict, data_dir) -> list[str]:
     from baselines.motion import FLOW_MODES, labels_path, split_sequences
 
     d = cfg["data"]
-    lines = [f"flow input: {d['flow']} ({FLOW_MODES[d['flow']]}/ PNGs"
-             + (f" of {d['flow_dir']})" if d["flow_dir"] else ", computed and cached in ROOT/vca_flow when absent)")]
+    scale = d["suppressed_max"] if d["flow"] == "suppressed" else d["flow_max"]
+    lines = [f"flow input: {d['flow']} ({FLOW_MODES[d['flow']]}/ PNGs, {scale:g} px = full saturation"
+             + (f", of {d['flow_dir']})" if d["flow_dir"] else ", computed and cached in ROOT/vca_flow when absent)")]
     for split in (d["train_split"], d["eval_split"]):
         for base in [Path(data_dir), *[Path(r) for r in d["extra_roots"]]]:
             root, names = split_sequences(base, split, d[f"{split}_sequences"])
@@ -372,7 +373,7 @@ def vcanet_predict(model: nn.Module, cfg: dict, inputs: list[Path], out_dir: Pat
     sequence folders `inputs` and write the prediction files (module docs); with `panel` / `sheet`, the
     panels per frame / stacked, with the truth where the folder has motion labels (data.labels; grey
     without). Flow as data.flow of the run (cached under ROOT/vca_flow when data.flow_dir is null)."""
-    from baselines.motion import ensure_flow, labels_path
+    from baselines.motion import ensure_flow, flow_scales, labels_path
     from vca_data.formats.folders import list_sequences, open_sequence
     from vca_data.formats.motion_labels import MotionLabels
     from vca_data.motion_dataset import MotionDataset
@@ -387,7 +388,7 @@ def vcanet_predict(model: nn.Module, cfg: dict, inputs: list[Path], out_dir: Pat
             raise ValueError(f"{root}: VCANet predicts motion sequence folders (KITTI-MOTS or Cityscapes-VPS layout), "
                              "and this is none")
         plans.append((root, names))
-    folders = [ensure_flow(root, names, d["flow_dir"], d["flow"], progress) for root, names in plans]
+    folders = [ensure_flow(root, names, d["flow_dir"], d["flow"], progress, flow_scales(d)) for root, names in plans]
     writer = PredictionWriter(out_dir)
     finish = [ToTensor(image_keys=("image", "flow"), dense_keys=(), label_keys=()), Normalize(image_keys=("image", "flow"))]
     panels, written = [], []

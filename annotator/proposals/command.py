@@ -6,7 +6,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from annotator.proposals.sequences import DEFAULT_FLOW_MAX, LABELS_FILE, MODES, PROPOSAL_PRESET, run_proposals
+from annotator.proposals.sequences import (
+    DEFAULT_FLOW_MAX,
+    DEFAULT_SUPPRESSED_MAX,
+    LABELS_FILE,
+    MODES,
+    PROPOSAL_PRESET,
+    run_proposals,
+)
 from vca_data import flow as vf
 
 
@@ -30,7 +37,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                "in the layout VCANet reads: FLOWDIR/flow/<seq>/<frame:06d>.png (flow from frame i to "
                "i+1) and FLOWDIR/flow_suppressed/<seq>/<frame:06d>.png (ego flow subtracted), where "
                "frame is the index in the sequence and the last frame holds the negated flow to its "
-               "predecessor. Colours use one fixed scale, --flow-max px = full saturation. Tracks too small to "
+               "predecessor. Colours use fixed scales: --flow-max px = full saturation for the flow, --suppressed-max px for the "
+               "suppressed flow (finer: a moving object's residual is a few pixels). Tracks too small to "
                "measure (no frame with 20 pixels left after eroding the mask, objects of about 8x8 px or less) "
                "stay unlabelled; benchmarks/bench_proposals.py reports accuracy over all tracks and over "
                "measurable ones (median visible mask area >= 64 px).")
@@ -45,7 +53,10 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                         help=f"DIS optical-flow preset (default {PROPOSAL_PRESET}; fast is ~3x quicker but "
                              "blurs small objects)")
     parser.add_argument("--flow-max", type=float, default=DEFAULT_FLOW_MAX, metavar="PX",
-                        help=f"flow magnitude drawn at full saturation in the PNGs (default {DEFAULT_FLOW_MAX})")
+                        help=f"flow magnitude drawn at full saturation in the flow PNGs (default {DEFAULT_FLOW_MAX})")
+    parser.add_argument("--suppressed-max", type=float, default=DEFAULT_SUPPRESSED_MAX, metavar="PX",
+                        help="suppressed-flow magnitude drawn at full saturation in the flow_suppressed PNGs "
+                             f"(default {DEFAULT_SUPPRESSED_MAX})")
     parser.add_argument("--labels", type=Path, help=f"labels file to update (default DIR/{LABELS_FILE})")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=_propose_command)
@@ -53,15 +64,17 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def _propose_command(args: argparse.Namespace) -> int:
-    if args.flow_max <= 0:
-        print(f"vca-annotate propose: --flow-max must be positive, got {args.flow_max}")
-        return 2
+    for flag, value in (("--flow-max", args.flow_max), ("--suppressed-max", args.suppressed_max)):
+        if not value > 0:
+            print(f"vca-annotate propose: {flag} must be positive, got {value}")
+            return 2
     if not args.dir.is_dir():
         print(f"vca-annotate propose: {args.dir}: no such folder")
         return 2
     try:
         summary = run_proposals(args.dir, args.sequences, args.labels, args.flow_dir, args.preset, args.mode,
-                                progress=not args.quiet, flow_max=args.flow_max)
+                                progress=not args.quiet, flow_max=args.flow_max,
+                                suppressed_max=args.suppressed_max)
     except ValueError as exc:
         print(f"vca-annotate propose: {exc}")
         return 1

@@ -4,6 +4,7 @@ and motion_labels.json updated with source "proposal", never touching a manual o
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,11 @@ LABELS_FILE = "motion_labels.json"
 FLOW_SUBDIR = "flow"
 SUPPRESSED_SUBDIR = "flow_suppressed"
 DEFAULT_FLOW_MAX = 30.0
+# The suppressed flow gets its own, finer scale: what is left after subtracting the ego flow is a few
+# pixels on a moving object (measured on the offline world's motion exports at 10 fps: median 0.5 px,
+# a quarter of the moving objects above 1 px, static objects 0.24 px), which at the raw flow's 30 px
+# would be drawn all but white and so be invisible to a network reading the PNGs.
+DEFAULT_SUPPRESSED_MAX = 4.0
 # Proposals run offline: the slower DIS preset resolves small, far objects that "fast" blurs away.
 PROPOSAL_PRESET = "medium"
 
@@ -88,6 +94,33 @@ def _frame_pairs(seq: MotionSequence, all_frames: bool) -> list[tuple[int, int]]
     return [(i, i + 1 if i + 1 < seq.num_frames else i - 1) for i in frames]
 
 
+#: Beside each sequence's colour PNGs: {"max_px": the magnitude drawn at full saturation}, so that a
+#: reader (VCANet's flow cache) can tell PNGs of another scale. Folders without it hold 30 px PNGs
+#: (DEFAULT_FLOW_MAX), the one scale written before the file existed.
+FLOW_SCALE_FILE = "scale.json"
+
+
+def write_flow_scale(folder: Path, max_px: float) -> None:
+    """Record the colour scale of the flow PNGs in `folder` (one sequence's)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with atomic_path(folder / FLOW_SCALE_FILE, suffix=".json") as tmp:
+        Path(tmp).write_text(json.dumps({"max_px": float(max_px)}) + "\n")
+
+
+def read_flow_scale(folder: Path) -> float:
+    """The colour scale (px at full saturation) of the flow PNGs in `folder` (see FLOW_SCALE_FILE)."""
+    path = Path(folder) / FLOW_SCALE_FILE
+    if not path.is_file():
+        return DEFAULT_FLOW_MAX
+    try:
+        value = float(json.loads(path.read_text())["max_px"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{path}: expected {{\"max_px\": <positive number>}} ({e})") from None
+    if not value > 0:
+        raise ValueError(f"{path}: max_px must be positive, got {value}")
+    return value
+
+
 def _write_color_png(path: Path, rgb: np.ndarray) -> None:
     with atomic_path(path, suffix=".png") as tmp:
         if not cv2.imwrite(str(tmp), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
@@ -97,12 +130,12 @@ def _write_color_png(path: Path, rgb: np.ndarray) -> None:
 def propose_sequence(seq: MotionSequence, mode: str = "auto", preset: str = PROPOSAL_PRESET,
                      settings: ProposalSettings | None = None, flow_dir: Path | None = None,
                      flow_max: float = DEFAULT_FLOW_MAX, on_frame: Callable[[], None] | None = None,
-                     ) -> dict[int, Proposal]:
+                     suppressed_max: float = DEFAULT_SUPPRESSED_MAX) -> dict[int, Proposal]:
     """Proposals for every track of `seq`, keyed by track id (unsure tracks have label None).
 
     With `flow_dir`, the flow of every frame and its suppressed version are written as Middlebury colour
-    PNGs (fixed scale: `flow_max` px = full saturation) to FLOWDIR/flow/<seq>/<frame:06d>.png and
-    FLOWDIR/flow_suppressed/<seq>/<frame:06d>.png, frame = index in the sequence (flow from frame i to
+    PNGs (fixed scales: `flow_max` px = full saturation for the flow, `suppressed_max` px for the
+    suppressed flow) to FLOWDIR/flow/<seq>/<frame:06d>.png and FLOWDIR/flow_suppressed/<seq>/<frame:06d>.png, frame = index in the sequence (flow from frame i to
     i+1; the last frame gets the negated flow to its predecessor). `on_frame` is called after each pair."""
     settings = settings or ProposalSettings()
     used = sequence_mode(seq, mode)
@@ -186,9 +219,12 @@ def propose_sequence(seq: MotionSequence, mode: str = "auto", preset: str = PROP
             _write_color_png(Path(flow_dir) / FLOW_SUBDIR / seq.name / name,
                              vf.flow_to_color(sign * flow, flow_max))
             _write_color_png(Path(flow_dir) / SUPPRESSED_SUBDIR / seq.name / name,
-                             vf.flow_to_color(sign * suppressed, flow_max))
+                             vf.flow_to_color(sign * suppressed, suppressed_max))
         if on_frame is not None:
             on_frame()
+    if flow_dir is not None:
+        write_flow_scale(Path(flow_dir) / FLOW_SUBDIR / seq.name, flow_max)
+        write_flow_scale(Path(flow_dir) / SUPPRESSED_SUBDIR / seq.name, suppressed_max)
     steps = height_scaled_steps({i: g for i, (j, g) in geometry.items() if j == i + 1})
     normals = {i: g.normal for i, (_, g) in geometry.items() if g.normal is not None}
     normals.update(road_normals(normals, steps))
@@ -242,7 +278,8 @@ def _count_pairs(seq: MotionSequence, all_frames: bool) -> int:
 def run_proposals(root: str | Path, sequences: Sequence[str] | None = None, labels_path: str | Path | None = None,
                   flow_dir: str | Path | None = None, preset: str = PROPOSAL_PRESET, mode: str = "auto",
                   progress: bool = True, on_progress: ProgressCallback | None = None,
-                  settings: ProposalSettings | None = None, flow_max: float = DEFAULT_FLOW_MAX) -> dict:
+                  settings: ProposalSettings | None = None, flow_max: float = DEFAULT_FLOW_MAX,
+                  suppressed_max: float = DEFAULT_SUPPRESSED_MAX) -> dict:
     """Propose labels for the sequences of the dataset at `root` (default: all of them) and save them to
     `labels_path` (default ROOT/motion_labels.json), keeping every manual label. `on_progress(done, total)`
     is called after each frame pair (for a GUI); `progress` shows a tqdm bar. Returns a summary dict:
@@ -279,7 +316,8 @@ def run_proposals(root: str | Path, sequences: Sequence[str] | None = None, labe
         for seq in opened:
             bar.set_postfix_str(f"{seq.name} ({modes[seq.name]})")
             proposals = propose_sequence(seq, modes[seq.name], preset, settings,
-                                         Path(flow_dir) if flow_dir is not None else None, flow_max, step)
+                                         Path(flow_dir) if flow_dir is not None else None, flow_max, step,
+                                         suppressed_max)
             for key, value in apply_proposals(labels, seq.name, proposals).items():
                 summary[key] += value
     finally:

@@ -239,6 +239,10 @@ def validate_vcanet(cfg: dict, source: str) -> None:
     if d["flow"] not in FLOW_MODES:
         raise ConfigError(f"{source}: data.flow must be one of {list(FLOW_MODES)} (suppressed = ego-flow "
                           f"suppression, Table 4's EFS), got {d['flow']!r}")
+    for key in ("flow_max", "suppressed_max"):
+        if not isinstance(d[key], (int, float)) or not d[key] > 0:
+            raise ConfigError(f"{source}: data.{key} must be a positive number of pixels (the flow drawn at full "
+                              f"colour saturation), got {d[key]!r}")
     for key in ("train_sequences", "test_sequences"):
         if d[key] is not None and (not d[key] or not all(isinstance(s, str) for s in d[key])):
             raise ConfigError(f"{source}: data.{key} must be null or a non-empty list of sequence names (quoted: '0002')")

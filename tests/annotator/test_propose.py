@@ -187,12 +187,13 @@ def test_propose_command_writes_flow_pngs_in_the_vcanet_layout(tmp_path, capsys)
     help_text = parser._subparsers._group_actions[0].choices["propose"].format_help()
     assert "FLOWDIR/flow/<seq>/<frame:06d>.png" in help_text and "flow_suppressed" in help_text
     args = parser.parse_args(["propose", str(root), "--mode", "flow", "--flow-dir", str(tmp_path / "fl"),
-                              "--preset", "fast", "--flow-max", "8", "--quiet"])
+                              "--preset", "fast", "--flow-max", "8", "--suppressed-max", "2", "--quiet"])
     assert args.func(args) == 0
     assert "-> " in capsys.readouterr().out
-    for kind in ("flow", "flow_suppressed"):
-        names = sorted(p.name for p in (tmp_path / "fl" / kind / "0000").iterdir())
+    for kind, scale in (("flow", 8.0), ("flow_suppressed", 2.0)):
+        names = sorted(p.name for p in (tmp_path / "fl" / kind / "0000").glob("*.png"))
         assert names == [f"{i:06d}.png" for i in range(4)]
+        assert sequences.read_flow_scale(tmp_path / "fl" / kind / "0000") == scale
     # Frame 0's PNG is the colour coding of DIS flow 0 -> 1 at the fixed scale.
     seq = open_sequence(root, "0000")
     expected = vf.flow_to_color(vf.compute_flow(seq.read_image(0), seq.read_image(1), "fast"), 8.0)
@@ -202,6 +203,8 @@ def test_propose_command_writes_flow_pngs_in_the_vcanet_layout(tmp_path, capsys)
     assert all(e["source"] == "proposal" for e in labels["sequences"].get("0000", {}).values())
     bad = parser.parse_args(["propose", str(tmp_path / "missing")])
     assert bad.func(bad) == 2
+    bad = parser.parse_args(["propose", str(root), "--suppressed-max", "0"])
+    assert bad.func(bad) == 2 and "--suppressed-max must be positive" in capsys.readouterr().out
 
 
 def test_silhouette_cue_sees_a_textureless_box_move_and_nothing_on_a_static_one():

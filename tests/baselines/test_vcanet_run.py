@@ -16,11 +16,12 @@ import pytest
 import torch
 
 from annotator.cli import main as annotate_main
+from annotator.proposals.sequences import DEFAULT_FLOW_MAX, DEFAULT_SUPPRESSED_MAX, read_flow_scale
 from baselines.cli import main as baseline_main
 from baselines.config import ConfigError, build_config
 from baselines.engine import train
 from baselines.evaluate import evaluate_run
-from baselines.motion import CACHE_DIR, motion_datasets, split_sequences
+from baselines.motion import CACHE_DIR, DATA_DEFAULTS, motion_datasets, split_sequences
 from baselines.runs import RunError, latest_checkpoint, load_checkpoint
 from baselines.vcanet_eval import panoptic_prediction
 from vca_data.synthetic import make_kitti_mots_sequence
@@ -72,6 +73,32 @@ def test_datasets_find_splits_labels_and_cache_flow(motion_root):
     assert (flow / "flow_suppressed" / "0000" / "000000.png").stat().st_mtime_ns == stamp
     test = motion_datasets(cfg_of(), motion_root, "test", False)
     assert len(test) == 6 and test[0]["image"].shape == (3, H, W)
+
+
+def test_flow_cache_keeps_its_scale_and_recomputes_another(motion_root, tmp_path):
+    """Each sequence's flow folder records its colour scale; a run asking for another scale recomputes
+    the cached PNGs, and a given flow_dir of another scale is refused by name."""
+    root = tmp_path / "copy"
+    shutil.copytree(motion_root / "train", root, ignore=shutil.ignore_patterns(CACHE_DIR))
+    names = ["train_sequences=['0000']", "test_sequences=['0000']"]
+    motion_datasets(cfg_of(*[f"data.{n}" for n in names]), root, "train", True)
+    folder = root / CACHE_DIR / "flow_suppressed" / "0000"
+    assert read_flow_scale(folder) == DATA_DEFAULTS["suppressed_max"] == DEFAULT_SUPPRESSED_MAX
+    assert read_flow_scale(root / CACHE_DIR / "flow" / "0000") == DATA_DEFAULTS["flow_max"] == DEFAULT_FLOW_MAX
+    fine = cv2.imread(str(folder / "000001.png")).astype(int)
+    motion_datasets(cfg_of(*[f"data.{n}" for n in names], "data.suppressed_max=30"), root, "train", True)
+    assert read_flow_scale(folder) == 30.0
+    coarse = cv2.imread(str(folder / "000001.png")).astype(int)
+    # the same residual flow drawn at 30 px instead of 4 px is closer to white everywhere
+    assert (255 - coarse).sum() < (255 - fine).sum()
+    with pytest.raises(ValueError, match=r"0000: flow PNGs coded at 30 px \(its scale.json\), the run's "
+                                         r"data.suppressed_max is 4"):
+        motion_datasets(cfg_of(*[f"data.{n}" for n in names], f"data.flow_dir={root / CACHE_DIR}"), root, "train", True)
+    (folder / "scale.json").write_text("{}")
+    with pytest.raises(ValueError, match="scale.json: expected"):
+        read_flow_scale(folder)
+    with pytest.raises(ConfigError, match="data.suppressed_max must be a positive number"):
+        cfg_of("data.suppressed_max=0")
 
 
 def test_split_rules(tmp_path):
