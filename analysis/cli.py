@@ -43,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("stats", help="pixels per class, frames per town/scenario/split, moving/static counts",
                        description="Dataset statistics, printed as tables and saved as figures and stats.json.")
     p.add_argument("data", type=Path, nargs="?", help="open-set dataset folder (optional when --labels is given)")
-    p.add_argument("--labels", type=Path, nargs="*", default=[], help="motion_labels.json files (Table 2 counts)")
+    p.add_argument("--labels", type=Path, nargs="*", default=[], help="motion_labels.json files (Table 2 counts; with ROOT/vca_flow/flow_suppressed PNGs "
+                        "beside a file, also how far its moving and static instances visibly move)")
     p.add_argument("--out", type=Path, default=None, help="folder for figures and stats.json (default: DATA/stats)")
     p.add_argument("--frame-step", type=int, default=1, help="count pixels on every k-th frame (default: 1)")
     p.set_defaults(func=cmd_stats)

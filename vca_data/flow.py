@@ -254,6 +254,16 @@ def flow_to_color(flow: np.ndarray, max_magnitude: float | None = None) -> np.nd
     return rgb.astype(np.uint8)  # truncation = floor for these non-negative values
 
 
+def color_to_magnitude(rgb: np.ndarray, max_magnitude: float = 1.0) -> np.ndarray:
+    """The flow magnitude (HxW float32) that flow_to_color coded as `rgb` at `max_magnitude`: the
+    saturation, read without the hue lookup of color_to_flow (cheap enough for whole datasets)."""
+    rgb = np.asarray(rgb)
+    if rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"expected an HxWx3 colour image, got shape {rgb.shape}")
+    # Inside the wheel each colour is 1 - rad * (1 - hue); every hue has one channel at 1 and one at 0.
+    return ((255 - rgb.min(axis=2)).astype(np.float32) / 255.0) * np.float32(max_magnitude)
+
+
 def color_to_flow(rgb: np.ndarray, max_magnitude: float = 1.0) -> np.ndarray:
     """Approximate inverse of flow_to_color for colours inside the wheel (|flow| <= max_magnitude):
     the direction from the nearest wheel hue, the magnitude from the saturation. Used to read flow PNGs
@@ -261,18 +271,15 @@ def color_to_flow(rgb: np.ndarray, max_magnitude: float = 1.0) -> np.ndarray:
     rgb = np.asarray(rgb)
     if rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"expected an HxWx3 colour image, got shape {rgb.shape}")
-    col = rgb.astype(np.float32) / 255.0
-    # Inside the wheel each colour is 1 - rad * (1 - hue); every hue has one channel at 1 and one at 0.
-    desat = 1.0 - col
-    rad = desat.max(axis=2)
+    desat = 1.0 - rgb.astype(np.float32) / 255.0
     angles = np.linspace(-np.pi, np.pi, 3601)[:-1]
     table = flow_to_color(np.stack([np.cos(angles), np.sin(angles)], -1)[None].astype(np.float32), 1.0)[0]
     table_desat = 1.0 - table.astype(np.float32) / 255.0
     table_desat /= np.maximum(np.linalg.norm(table_desat, axis=1, keepdims=True), 1e-6)
     query = desat / np.maximum(np.linalg.norm(desat, axis=2, keepdims=True), 1e-6)
-    best = np.argmax(query.reshape(-1, 3) @ table_desat.T, axis=1).reshape(rad.shape)
+    best = np.argmax(query.reshape(-1, 3) @ table_desat.T, axis=1).reshape(rgb.shape[:2])
     angle = angles[best]
-    magnitude = rad * max_magnitude
+    magnitude = color_to_magnitude(rgb, max_magnitude)
     return np.stack([np.cos(angle) * magnitude, np.sin(angle) * magnitude], -1).astype(np.float32)
 
 

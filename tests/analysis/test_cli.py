@@ -69,3 +69,38 @@ def test_bad_inputs_give_errors(tmp_path, capsys):
     assert main(["stats", str(tmp_path)]) == 2
     assert "manifest" in capsys.readouterr().err
     assert main(["dendrogram", str(tmp_path), "--out", str(tmp_path / "x.png"), "--weights", "none"]) == 2
+
+
+def test_stats_reports_how_far_moving_and_static_instances_visibly_move(tmp_path, capsys):
+    """Beside motion labels with suppressed-flow PNGs, stats reads each instance's residual motion: here
+    moving tracks carry a 2 px residual and static ones none, at a 4 px colour scale."""
+    import cv2
+
+    from annotator.proposals.sequences import write_flow_scale
+    from vca_data import flow as vf
+    from vca_data.formats.folders import open_sequence
+    from vca_data.synthetic import make_kitti_mots_sequence
+
+    root = make_kitti_mots_sequence(tmp_path / "mots", "0000", num_frames=3, height=48, width=64, num_objects=4,
+                                    seed=3, ignore_region=False)
+    truth = json.loads((root / "motion_truth.json").read_text())["sequences"]["0000"]
+    seq = open_sequence(root, "0000")
+    folder = root / "vca_flow" / "flow_suppressed" / "0000"
+    folder.mkdir(parents=True)
+    expected = {"moving": 0, "static": 0}
+    for i in range(seq.num_frames):
+        ids = seq.id_map(i)
+        flow = np.zeros(ids.shape + (2,), np.float32)
+        for track in np.unique(ids[ids > 0]):
+            label = truth[str(track)]["label"]
+            expected[label] += 1
+            flow[ids == track] = (2.0, 0.0) if label == "moving" else (0.0, 0.0)
+        cv2.imwrite(str(folder / f"{i:06d}.png"), cv2.cvtColor(vf.flow_to_color(flow, 4.0), cv2.COLOR_RGB2BGR))
+    write_flow_scale(folder, 4.0)
+    assert main(["stats", "--labels", str(root / "motion_truth.json"), "--out", str(tmp_path / "s")]) == 0
+    residual = json.loads((tmp_path / "s" / "stats.json").read_text())["motion"]["kitti-mots"]["residual"]
+    assert expected["moving"] > 0 and expected["static"] > 0
+    assert residual["moving"]["instances"] == expected["moving"] and residual["static"]["instances"] == expected["static"]
+    assert residual["moving"]["median_px"] == pytest.approx(2.0, abs=0.02) and residual["moving"]["above_1px"] == 1.0
+    assert residual["static"]["median_px"] == pytest.approx(0.0, abs=0.02) and residual["static"]["above_1px"] == 0.0
+    assert "ego-flow-suppressed motion" in capsys.readouterr().out
