@@ -5,6 +5,13 @@ against a raster of the town's ground plan and fills the pixels no box covers. F
 (lit by the weather, fogged, wet), depth (metres), CARLA semantic tag and actor id images, and CARLA's
 BGRA encodings.
 
+The boxes that are large on screen (facades beside the road, a bus just ahead, the ego's own body
+under the camera) are drawn instead by `Raster`, a numpy/OpenCV z-buffer rasteriser, and merged by depth
+with PyBullet's image: the TINY renderer's cost grows with each triangle's screen area, hidden or not
+(measured: about 20 ms for one face that fills a 640x360 image, under 1 ms here), so those few boxes
+cost most of its time. Tags, ids and depth are PyBullet's to the pixel but at edges; the colour is its
+shading (flat faces), the facades' windows mapped by homography.
+
 Why the ground is not drawn by PyBullet: the TINY renderer shades every pixel of every triangle's screen
 rectangle at a high per-pixel cost, and the ground planes cover most of the image (measured here: the
 ground took about two thirds of a 640x360 frame). Static boxes are merged into multi-link bodies (one
@@ -43,6 +50,11 @@ FAR = 1000.0  # CARLA's depth camera saturates at 1000 m; the sky lies there
 LINKS_PER_BODY = 120
 _MAX_LINKS = 256
 OCCLUDER_VOLUME = 2.0  # m^3: an actor's largest box from this size up hides the buildings behind it
+# boxes whose projected bounding rectangle covers at least this fraction of the image are drawn by `Raster`
+# instead of PyBullet (buildings, and the actors' parts with a face of at least HYBRID_FACE square metres)
+HYBRID_AREA = 0.01
+HYBRID_FACE = 0.5
+GLASS_RGB = (55, 60, 70)  # the facade texture's windows
 
 
 class Renderer:
@@ -58,6 +70,11 @@ class Renderer:
         # body -> corners (8x4, homogeneous, body frame) of an actor's largest box, and their world corners
         self._occluder_corners: dict[int, np.ndarray] = {}
         self._occluder_world: dict[int, np.ndarray] = {}
+        # the actors' large parts, drawn by `Raster` when large on screen: body -> links, their corners in
+        # the body frame (Kx8x4, homogeneous) and looks; their world corners; whether PyBullet hides them
+        self._actor_parts: dict[int, tuple[list[int], np.ndarray, list[tuple]]] = {}
+        self._actor_world: dict[int, np.ndarray] = {}
+        self._actor_hidden: dict[int, np.ndarray] = {}
         self.ground = Ground([b for b in boxes if b.tag in GROUND_TAGS])
         solid = [b for b in boxes if b.tag not in GROUND_TAGS]
         occluders = []
@@ -69,6 +86,13 @@ class Renderer:
             self._ids[body, 1:len(chunk) + 1] = scenery_ids[start:start + len(chunk)]
             occluders.extend((body, link, b) for link, b in enumerate(chunk) if b.tag == TAG["Building"])
         self.occlusion = Occlusion(self.client, occluders)
+        # the buildings (in the occlusion test's order), drawn by `Raster` when large on screen
+        self.hybrid_area: float | None = HYBRID_AREA  # None: PyBullet draws every box
+        self.raster = Raster()
+        self._static_links = [(body, link) for body, link, _ in occluders]
+        self._static_rgba = [list(b.rgba) for _, _, b in occluders]
+        self._static_corners = self.occlusion.corners
+        self._static_looks = [(b.rgba, b.tag, int(self._ids[body, link + 1]), b.windows) for body, link, b in occluders]
 
     def close(self) -> None:
         if self.client is not None and pybullet.isConnected(self.client):
@@ -114,6 +138,14 @@ class Renderer:
         largest = max(boxes, key=lambda b: b.half[0] * b.half[1] * b.half[2])
         if actor_id and 8 * largest.half[0] * largest.half[1] * largest.half[2] >= OCCLUDER_VOLUME:
             self._occluder_corners[body] = np.hstack([box_corners(largest), np.ones((8, 1))])
+        if actor_id:
+            parts = [link for link, b in enumerate(boxes) if 4 * max(b.half[0] * b.half[1], b.half[0] * b.half[2],
+                                                                      b.half[1] * b.half[2]) >= HYBRID_FACE]
+            if parts:
+                local = np.array([np.hstack([box_corners(boxes[k]), np.ones((8, 1))]) for k in parts])
+                looks = [(boxes[k].rgba, boxes[k].tag, actor_id & 0xFFFF, boxes[k].windows) for k in parts]
+                self._actor_parts[body] = (parts, local, looks)
+                self._actor_hidden[body] = np.zeros(len(parts), dtype=bool)
         self.move(body, transform)
         return body
 
@@ -146,6 +178,9 @@ class Renderer:
         self._ids[body] = 0
         self._occluder_corners.pop(body, None)
         self._occluder_world.pop(body, None)
+        self._actor_parts.pop(body, None)
+        self._actor_world.pop(body, None)
+        self._actor_hidden.pop(body, None)
 
     def move(self, body: int, transform: carla.Transform) -> None:
         loc, rot = transform.location, transform.rotation
@@ -153,8 +188,12 @@ class Renderer:
             body, to_bullet_position(loc.x, loc.y, loc.z), bullet_quaternion(rot.pitch, rot.yaw, rot.roll),
             physicsClientId=self.client,
         )
-        if body in self._occluder_corners:
-            self._occluder_world[body] = (self._occluder_corners[body] @ np.array(transform.get_matrix()).T)[:, :3]
+        if body in self._occluder_corners or body in self._actor_parts:
+            matrix = np.array(transform.get_matrix()).T
+            if body in self._occluder_corners:
+                self._occluder_world[body] = (self._occluder_corners[body] @ matrix)[:, :3]
+            if body in self._actor_parts:
+                self._actor_world[body] = (self._actor_parts[body][1] @ matrix)[..., :3]
 
     def render(self, camera: carla.Transform, width: int, height: int, fov: float, weather: carla.WeatherParameters,
                frame: int) -> dict[str, np.ndarray]:
@@ -168,7 +207,8 @@ class Renderer:
         proj = pybullet.computeProjectionMatrixFOV(vfov, width / height, NEAR, FAR, physicsClientId=self.client)
         light = lighting(weather)
         actors = np.array(list(self._occluder_world.values())).reshape(-1, 8, 3)
-        self.occlusion.cull(camera.location, rot, width, height, fov, actors)
+        show = self.occlusion.cull(camera.location, rot, width, height, fov, actors)
+        drawn = self._hybrid(show, camera.location, rot, width, height, fov, light)
         _, _, rgba, zbuf, mask = pybullet.getCameraImage(
             width, height, view, proj,
             renderer=pybullet.ER_TINY_RENDERER,
@@ -189,13 +229,67 @@ class Renderer:
         tag = np.take(self._tags.ravel(), lut)
         ids = np.take(self._ids.ravel(), lut)
         depth = np.float32(FAR * NEAR) / (np.float32(FAR) - np.float32(FAR - NEAR) * zbuf)
+        if drawn is not None:  # the large boxes, nearer than what PyBullet drew or where it drew nothing
+            inv, code, palette = drawn
+            own = np.divide(np.float32(1), inv, out=np.full_like(inv, np.inf), where=inv > 0)
+            near = own < depth  # PyBullet's background lies at FAR
+            np.copyto(depth, own, where=near)
+            label = np.take(palette["label"], code).view(np.uint16).reshape(height, width, 2)  # tag, id
+            np.copyto(tag, label[..., 0], where=near, casting="unsafe")
+            np.copyto(ids, label[..., 1], where=near)
+            colour = np.take(palette["rgb"], code).view(np.uint8).reshape(height, width, 4)
+            rgb = cv2.copyTo(cv2.cvtColor(colour, cv2.COLOR_RGBA2RGB), near.view(np.uint8), rgb)
+            background &= ~near
         # the ground and the sky fill what no box covers
         g_depth, g_tag, g_rgb = self.ground.render(camera.location, rot, width, height, fov, light)
         np.copyto(depth, g_depth, where=background)
         np.copyto(tag, g_tag, where=background)
-        np.copyto(rgb, g_rgb, where=background[..., None])
+        rgb = cv2.copyTo(g_rgb, background.view(np.uint8), rgb)  # np.copyto is slow on three channels
         rgb = apply_weather(rgb, depth, tag, tag == TAG["Sky"], weather, light, frame)
         return {"rgb": rgb, "depth": depth, "tag": tag, "id": ids}
+
+    def _hybrid(self, show: np.ndarray, eye: carla.Location, rot: np.ndarray, width: int, height: int, fov: float,
+                light: dict) -> tuple[np.ndarray, np.ndarray, dict] | None:
+        """Take the boxes that are large on screen from PyBullet (alpha 0, which the TINY renderer skips;
+        the others get their colour back) and draw them with `Raster`; `show` is the occlusion test's
+        verdict on the buildings (all shown when it has none). Returns Raster.draw's images, or None."""
+        n = len(self._static_links)
+        if len(show) != n:
+            show = np.ones(n, dtype=bool)
+        bodies = [body for body in self._actor_parts if body in self._actor_world]
+        actor_corners = (np.concatenate([self._actor_world[body] for body in bodies]) if bodies
+                         else np.zeros((0, 8, 3)))
+        if self.hybrid_area is None:
+            large = np.zeros(n + len(actor_corners), dtype=bool)
+        else:
+            corners = np.concatenate([self._static_corners, actor_corners]) if len(actor_corners) else self._static_corners
+            large = Raster.large(corners.reshape(-1, 8, 3), eye, rot, width, height, fov, self.hybrid_area)
+        static = large[:n] & show
+        want = show & ~large[:n]
+        shown = self.occlusion.shown
+        for i in np.flatnonzero(want != shown):
+            body, link = self._static_links[i]
+            rgba = self._static_rgba[i] if want[i] else self._static_rgba[i][:3] + [0.0]
+            pybullet.changeVisualShape(body, link, rgbaColor=rgba, physicsClientId=self.client)
+        self.occlusion.shown = want
+        pick = [self._static_corners[static]]
+        looks = [self._static_looks[i] for i in np.flatnonzero(static)]
+        start = n
+        for body in bodies:
+            links, _, body_looks = self._actor_parts[body]
+            mine = large[start:start + len(links)]
+            start += len(links)
+            hidden = self._actor_hidden[body]
+            for k in np.flatnonzero(mine != hidden):
+                rgba = list(body_looks[k][0][:3]) + [0.0 if mine[k] else float(body_looks[k][0][3])]
+                pybullet.changeVisualShape(body, links[k], rgbaColor=rgba, physicsClientId=self.client)
+            self._actor_hidden[body] = mine
+            if mine.any():
+                pick.append(self._actor_world[body][mine])
+                looks.extend(body_looks[k] for k in np.flatnonzero(mine))
+        if not looks:
+            return None
+        return self.raster.draw(np.concatenate(pick), looks, eye, rot, width, height, fov, light)
 
 
 class Occlusion:
@@ -207,8 +301,9 @@ class Occlusion:
     Conservative test on a quarter-resolution depth buffer, boxes taken nearest first: a building is
     hidden when its silhouette, grown by one cell, lies wholly on cells that nearer boxes cover (cell
     centre inside their silhouette) at a depth below its own nearest point; a visible box then covers
-    its cells at its farthest point's depth (a ray through a convex box meets it no farther). Hidden
-    links get alpha 0, which the TINY renderer skips."""
+    its cells at its farthest point's depth (a ray through a convex box meets it no farther). The
+    renderer gives hidden links alpha 0, which the TINY renderer skips; `shown` is what PyBullet shows
+    (neither hidden nor drawn by `Raster`)."""
 
     SCALE = 4
 
@@ -220,11 +315,12 @@ class Occlusion:
         self.shown = np.ones(len(buildings), dtype=bool)
 
     def cull(self, eye: carla.Location, rot: np.ndarray, width: int, height: int, fov: float,
-             actors: np.ndarray) -> None:
-        """Hide the buildings hidden from this camera; `actors` (Nx8x3, world corners) are the large boxes
-        of actors (a bus right ahead hides whole blocks), occluders that are themselves always drawn."""
+             actors: np.ndarray) -> np.ndarray:
+        """Which buildings this camera may see (the others are hidden: the renderer gives them alpha 0);
+        `actors` (Nx8x3, world corners) are the large boxes of actors (a bus right ahead hides whole
+        blocks), occluders that are themselves always drawn. All shown when the test has no buildings."""
         if not self.links:
-            return
+            return np.ones(len(self.shown), dtype=bool)
         w, h = max(1, width // self.SCALE), max(1, height // self.SCALE)
         f = w / (2 * math.tan(math.radians(fov) / 2))
         n = len(self.links)
@@ -265,11 +361,189 @@ class Occlusion:
                 patch = buffer[y0:y1, x0:x1]
                 patch[cover] = np.minimum(patch[cover], far[i])
                 scratch[y0:y1, x0:x1] = 0
-        for i in np.flatnonzero(show != self.shown):
-            body, link = self.links[i]
-            rgba = self.rgba[i] if show[i] else self.rgba[i][:3] + [0.0]
-            pybullet.changeVisualShape(body, link, rgbaColor=rgba, physicsClientId=self.client)
-        self.shown = show
+        return show
+
+
+# corner index 4 * (x > 0) + 2 * (y > 0) + (z > 0) in a box's frame, as `box_corners` orders them
+_FACES = np.array([[0, 1, 3, 2], [4, 5, 7, 6], [0, 1, 5, 4], [2, 3, 7, 6], [0, 2, 6, 4], [1, 3, 7, 5]])
+# per face, the corners at the texture's origin, along its rows and down its columns: storeys run level
+_TEXTURE_AXES = np.array([[1, 3, 0], [5, 7, 4], [1, 5, 0], [3, 7, 2], [0, 4, 2], [1, 5, 3]])
+# PyBullet's pixel (i, j) samples the image plane at (i + PIXEL_OFFSET[0], j + PIXEL_OFFSET[1]) from its corner
+PIXEL_OFFSET = (0.0, 1.0)
+FILL_INSET = 0.5  # pixels
+
+
+class Raster:
+    """A z-buffer rasteriser for the boxes that are large on screen, where PyBullet's TINY renderer is
+    slowest: it pays for every pixel of each triangle's screen rectangle, hidden or not (measured: about
+    20 ms for one face filling a 640x360 image, where this takes under 1 ms).
+
+    Each face of a box that faces the camera is a convex polygon: clipped against the near plane,
+    projected and filled (OpenCV, sub-pixel vertices); a plane's inverse depth is affine in the image,
+    so the depth test needs one add per pixel. Faces are lit once (flat, as PyBullet's boxes are) with
+    TINY's shading; a facade's windows come from its texture tile mapped onto the face by a homography
+    (one window grid per face, like PyBullet's atlas cell)."""
+
+    CELL = 64
+
+    def __init__(self) -> None:
+        self._tiles: dict[tuple[int, int], np.ndarray] = {}
+
+    def _tile(self, windows: tuple[int, int]) -> np.ndarray:
+        """1 on the windows of the facade texture (`Renderer._texture`'s pattern), 0 on the walls."""
+        if windows not in self._tiles:
+            cols, rows = windows
+            cell = self.CELL
+            tile = np.zeros((cell, cell), dtype=np.uint8)
+            for i in range(rows):
+                for j in range(cols):
+                    y0, y1 = int((i + 0.25) * cell / rows), int((i + 0.75) * cell / rows)
+                    x0, x1 = int((j + 0.2) * cell / cols), int((j + 0.8) * cell / cols)
+                    tile[y0:max(y1, y0 + 1), x0:max(x1, x0 + 1)] = 1
+            self._tiles[windows] = tile
+        return self._tiles[windows]
+
+    @staticmethod
+    def large(corners: np.ndarray, eye: carla.Location, rot: np.ndarray, width: int, height: int, fov: float,
+              area: float) -> np.ndarray:
+        """Which boxes (Nx8x3 world corners) have a projected bounding rectangle, clipped to the image,
+        of at least `area` of it (corners behind the near plane are pulled onto it: a box around the
+        camera counts as large)."""
+        if len(corners) == 0:
+            return np.zeros(0, dtype=bool)
+        f = width / (2 * math.tan(math.radians(fov) / 2))
+        cam = (corners - np.array([eye.x, eye.y, eye.z])) @ rot
+        depth = cam[..., 0]
+        safe = np.maximum(depth, NEAR)
+        u = f * cam[..., 1] / safe
+        v = f * cam[..., 2] / safe
+        du = np.clip(u.max(axis=1), -width / 2, width / 2) - np.clip(u.min(axis=1), -width / 2, width / 2)
+        dv = np.clip(v.max(axis=1), -height / 2, height / 2) - np.clip(v.min(axis=1), -height / 2, height / 2)
+        return (depth.max(axis=1) > NEAR) & (du * dv >= area * width * height)
+
+    def draw(self, corners: np.ndarray, looks: list[tuple], eye: carla.Location, rot: np.ndarray, width: int,
+             height: int, fov: float, light: dict) -> tuple[np.ndarray, np.ndarray, dict]:
+        """Draw boxes (Nx8x3 world corners, CARLA axes; looks: (rgba, tag, id, windows) each) seen from a
+        camera at `eye` with world-from-camera rotation `rot`. Returns the inverse planar depth per pixel
+        (0 where no box), a palette code per pixel and the palettes the codes index: "rgb" (RGBA bytes as
+        uint32) and "label" (tag and id as two uint16, as uint32)."""
+        f = width / (2 * math.tan(math.radians(fov) / 2))
+        cx, cy = width / 2 - PIXEL_OFFSET[0], height / 2 - PIXEL_OFFSET[1]  # image plane -> OpenCV pixel coordinates
+        inv = np.zeros((height, width), dtype=np.float32)
+        code = np.zeros((height, width), dtype=np.uint16)
+        cam = (corners - np.array([eye.x, eye.y, eye.z])) @ rot  # camera axes: x forward, y right, z up
+        quads = cam[:, _FACES]  # N x 6 faces x 4 corners x 3
+        centres = quads.mean(axis=2)
+        normals = centres - cam.mean(axis=1)[:, None]
+        normals /= np.maximum(np.linalg.norm(normals, axis=2, keepdims=True), 1e-9)
+        offsets = np.sum(normals * centres, axis=2)  # plane: normal . p = offset; the camera sees a face with offset < 0
+        # TINY's flat shading (world normals, PyBullet axes): ambient + (diffuse n.l + specular r_z^2) * light colour
+        world = normals @ rot.T * np.array([1.0, -1.0, 1.0])
+        sun = np.asarray(light["direction"], dtype=float)
+        sun = sun / np.linalg.norm(sun)
+        lambert = world @ sun
+        reflect_z = 2 * lambert * world[..., 2] - sun[2]
+        lit = light["diffuse"] * np.maximum(lambert, 0) + light["specular"] * np.maximum(reflect_z, 0) ** 2
+        shade = light["ambient"] + lit[..., None] * np.asarray(light["color"])  # N x 6 x 3
+        rgb_palette = [np.zeros(3), np.zeros(3)]
+        tag_palette = [0, 0]
+        id_palette = [0, 0]
+        # inverse depth at pixel (i, j): (n0 + n1 (i - cx) / f - n2 (j - cy) / f) / offset
+        cols = np.arange(width, dtype=np.float64) - cx
+        rows = np.arange(height, dtype=np.float64) - cy
+        bound = np.array([[-2, -2], [width + 1, -2], [width + 1, height + 1], [-2, height + 1]], dtype=np.float32)
+        for i, k in zip(*np.nonzero(offsets < -1e-6), strict=True):
+            poly = quads[i, k]
+            if poly[:, 0].min() < NEAR:
+                poly = _clip_near(poly)
+                if len(poly) < 3:
+                    continue
+            pts = np.stack([cx + f * poly[:, 1] / poly[:, 0], cy - f * poly[:, 2] / poly[:, 0]], 1)
+            if np.abs(pts).max() > 4 * (width + height):  # keep OpenCV's fixed-point coordinates small
+                _, clipped = cv2.intersectConvexConvex(pts.astype(np.float32), bound)
+                if clipped is None or len(clipped) < 3:
+                    continue
+                pts = clipped.reshape(-1, 2).astype(np.float64)
+            pts = _inset(pts, FILL_INSET)
+            if pts is None:
+                continue
+            x0, y0 = np.maximum(np.floor(pts.min(axis=0)).astype(int), 0)
+            x1, y1 = np.minimum(np.ceil(pts.max(axis=0)).astype(int) + 1, [width, height])
+            if x1 <= x0 or y1 <= y0:
+                continue
+            mask = np.zeros((y1 - y0, x1 - x0), dtype=np.uint8)
+            cv2.fillConvexPoly(mask, np.round((pts - [x0, y0]) * 16).astype(np.int32), 1, lineType=cv2.LINE_8, shift=4)
+            n0, n1, n2 = normals[i, k] / offsets[i, k]
+            face = ((n1 / f) * cols[x0:x1] + n0).astype(np.float32)[None, :] - ((n2 / f) * rows[y0:y1]).astype(np.float32)[:, None]
+            patch = inv[y0:y1, x0:x1]
+            nearer = face > patch
+            nearer &= mask.view(bool)
+            np.copyto(patch, face, where=nearer)
+            rgba, tag, actor, windows = looks[i]
+            entry = np.uint16(len(tag_palette))
+            base = np.floor(np.asarray(rgba[:3]) * 255)
+            rgb_palette += [np.minimum(np.floor(base * shade[i, k]), 255),
+                            np.minimum(np.floor(np.floor(base * np.array(GLASS_RGB) / 255) * shade[i, k]), 255)]
+            tag_palette += [tag, tag]
+            id_palette += [actor, actor]
+            if windows is None:
+                np.copyto(code[y0:y1, x0:x1], entry, where=nearer)
+                continue
+            o, a, b = cam[i, _TEXTURE_AXES[k]]
+            to_image = np.array([[cx - x0, f, 0.0], [cy - y0, 0.0, -f], [1.0, 0.0, 0.0]]) @ np.stack(
+                [(a - o) / self.CELL, (b - o) / self.CELL, o], 1)
+            glass = cv2.warpPerspective(self._tile(windows), to_image, (x1 - x0, y1 - y0), flags=cv2.INTER_NEAREST,
+                                        borderMode=cv2.BORDER_REPLICATE)
+            np.copyto(code[y0:y1, x0:x1], entry + glass.astype(np.uint16), where=nearer)
+        colours = np.zeros((len(rgb_palette), 4), dtype=np.uint8)
+        colours[:, :3] = rgb_palette
+        labels = np.stack([np.array(tag_palette, dtype=np.uint16), np.array(id_palette, dtype=np.uint16)], 1)
+        return inv, code, {"rgb": colours.view(np.uint32).ravel(), "label": labels.view(np.uint32).ravel()}
+
+
+def _inset(pts: np.ndarray, d: float) -> np.ndarray | None:
+    """A convex polygon (Kx2) with each edge moved `d` inwards (None when it vanishes): OpenCV fills
+    every pixel an edge touches, PyBullet only those whose sample point lies inside. Plain Python: the
+    polygons have a handful of corners."""
+    p = [(float(x), float(y)) for x, y in pts]
+    k = len(p)
+    area2 = sum(p[j][0] * p[(j + 1) % k][1] - p[(j + 1) % k][0] * p[j][1] for j in range(k))
+    if abs(area2) < 1e-9:
+        return None
+    sign = 1.0 if area2 > 0 else -1.0
+    lines = []  # inward unit normal and offset of each edge: n . x = c
+    for j in range(k):
+        ex, ey = p[(j + 1) % k][0] - p[j][0], p[(j + 1) % k][1] - p[j][1]
+        length = math.hypot(ex, ey)
+        if length > 1e-6:
+            nx, ny = -ey / length * sign, ex / length * sign
+            lines.append((nx, ny, nx * p[j][0] + ny * p[j][1] + d))
+    if len(lines) < 3:
+        return None
+    out = []
+    for j in range(len(lines)):
+        ax, ay, ac = lines[j - 1]
+        bx, by, bc = lines[j]
+        det = ax * by - ay * bx
+        if abs(det) < 1e-3:  # nearly parallel neighbours: leave the polygon as it is
+            return pts
+        out.append(((ac * by - bc * ay) / det, (ax * bc - bx * ac) / det))
+    new2 = sum(out[j][0] * out[(j + 1) % len(out)][1] - out[(j + 1) % len(out)][0] * out[j][1] for j in range(len(out)))
+    return np.array(out) if new2 * area2 > 0 else None
+
+
+def _clip_near(poly: np.ndarray) -> np.ndarray:
+    """The part of a convex polygon (Kx3, camera axes) in front of the near plane (x >= NEAR)."""
+    out = []
+    k = len(poly)
+    for j in range(k):
+        p, q = poly[j], poly[(j + 1) % k]
+        if p[0] >= NEAR:
+            out.append(p)
+        if (p[0] >= NEAR) != (q[0] >= NEAR):
+            t = (NEAR - p[0]) / (q[0] - p[0])
+            out.append(p + t * (q - p))
+    return np.array(out).reshape(-1, 3)
 
 
 GROUND_TAGS = (TAG["Terrain"], TAG["Roads"], TAG["SideWalks"], TAG["RoadLine"])
