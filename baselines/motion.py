@@ -26,6 +26,8 @@ from vca_data.motion_dataset import MOVING, STATIC
 
 #: data.flow values and the FLOWDIR subfolder each reads (annotator/proposals/sequences.py names them).
 FLOW_MODES = {"raw": "flow", "suppressed": "flow_suppressed"}
+#: data.flow values and the data key of the colour scale their PNGs are coded at (px = full saturation).
+SCALE_KEYS = {"raw": "flow_max", "suppressed": "suppressed_max"}
 _MOTION_INDEX = {MOVING: 0, STATIC: 1}
 
 
@@ -165,7 +167,7 @@ def check_flow(folder: Path, seq, frames: list[int]) -> list[int]:
 
 def flow_scales(data: dict) -> dict[str, float]:
     """The colour scale (px at full saturation) of each flow mode's PNGs in a run's data section."""
-    return {"raw": float(data["flow_max"]), "suppressed": float(data["suppressed_max"])}
+    return {mode: float(data[key]) for mode, key in SCALE_KEYS.items()}
 
 
 def ensure_flow(root: Path, names: list[str], flow_dir: str | None, mode: str, progress: bool = True,
@@ -182,7 +184,6 @@ def ensure_flow(root: Path, names: list[str], flow_dir: str | None, mode: str, p
     scales = scales or flow_scales(DATA_DEFAULTS)
     base = Path(flow_dir) if flow_dir is not None else root / CACHE_DIR
     folder = base / FLOW_MODES[mode]
-    key = "suppressed_max" if mode == "suppressed" else "flow_max"
     todo = []
     for name in names:
         seq = open_sequence(root, name)
@@ -192,9 +193,11 @@ def ensure_flow(root: Path, names: list[str], flow_dir: str | None, mode: str, p
             raise FileNotFoundError(f"{path}: missing ({len(missing)} of the {len(seq.labelled_frames)} labelled frames "
                                     f"of sequence {seq.name} have no flow PNG); write them with vca-annotate propose "
                                     f"{root} --flow-dir {base}, or leave data.flow_dir null to compute them")
-        stale = not missing and (folder / seq.name).is_dir() and read_flow_scale(folder / seq.name) != scales[mode]
+        coded = read_flow_scale(folder / seq.name) if not missing and (folder / seq.name).is_dir() else None
+        stale = coded is not None and coded != scales[mode]
         if stale and flow_dir is not None:
-            raise ValueError(f"{folder / seq.name}: flow PNGs coded at {read_flow_scale(folder / seq.name):g} px "
+            key = SCALE_KEYS[mode]
+            raise ValueError(f"{folder / seq.name}: flow PNGs coded at {coded:g} px "
                              f"(its scale.json), the run's data.{key} is {scales[mode]:g}: make them again with "
                              f"vca-annotate propose {root} --flow-dir {base} --flow-max {scales['raw']:g} "
                              f"--suppressed-max {scales['suppressed']:g}, or set data.{key} to match")

@@ -351,10 +351,10 @@ def vcanet_panels(model: nn.Module, dataset, device, count: int = 3, size=None) 
 
 def describe_motion(cfg: dict, data_dir) -> list[str]:
     """Lines naming the sequences, labels and flow a run reads, per split."""
-    from baselines.motion import FLOW_MODES, labels_path, split_sequences
+    from baselines.motion import FLOW_MODES, flow_scales, labels_path, split_sequences
 
     d = cfg["data"]
-    scale = d["suppressed_max"] if d["flow"] == "suppressed" else d["flow_max"]
+    scale = flow_scales(d)[d["flow"]]
     lines = [f"flow input: {d['flow']} ({FLOW_MODES[d['flow']]}/ PNGs, {scale:g} px = full saturation"
              + (f", of {d['flow_dir']})" if d["flow_dir"] else ", computed and cached in ROOT/vca_flow when absent)")]
     for split in (d["train_split"], d["eval_split"]):

@@ -85,13 +85,11 @@ class Renderer:
             body = self.add_body(chunk, 0, carla.Transform())
             self._ids[body, 1:len(chunk) + 1] = scenery_ids[start:start + len(chunk)]
             occluders.extend((body, link, b) for link, b in enumerate(chunk) if b.tag == TAG["Building"])
-        self.occlusion = Occlusion(self.client, occluders)
+        self.occlusion = Occlusion(occluders)
         # the buildings (in the occlusion test's order), drawn by `Raster` when large on screen
         self.hybrid_area: float | None = HYBRID_AREA  # None: PyBullet draws every box
         self.raster = Raster()
         self._static_links = [(body, link) for body, link, _ in occluders]
-        self._static_rgba = [list(b.rgba) for _, _, b in occluders]
-        self._static_corners = self.occlusion.corners
         self._static_looks = [(b.rgba, b.tag, int(self._ids[body, link + 1]), b.windows) for body, link, b in occluders]
 
     def close(self) -> None:
@@ -262,17 +260,18 @@ class Renderer:
         if self.hybrid_area is None:
             large = np.zeros(n + len(actor_corners), dtype=bool)
         else:
-            corners = np.concatenate([self._static_corners, actor_corners]) if len(actor_corners) else self._static_corners
+            static_corners = self.occlusion.corners
+            corners = np.concatenate([static_corners, actor_corners]) if len(actor_corners) else static_corners
             large = Raster.large(corners.reshape(-1, 8, 3), eye, rot, width, height, fov, self.hybrid_area)
         static = large[:n] & show
         want = show & ~large[:n]
         shown = self.occlusion.shown
         for i in np.flatnonzero(want != shown):
             body, link = self._static_links[i]
-            rgba = self._static_rgba[i] if want[i] else self._static_rgba[i][:3] + [0.0]
+            rgba = self.occlusion.rgba[i] if want[i] else self.occlusion.rgba[i][:3] + [0.0]
             pybullet.changeVisualShape(body, link, rgbaColor=rgba, physicsClientId=self.client)
         self.occlusion.shown = want
-        pick = [self._static_corners[static]]
+        pick = [self.occlusion.corners[static]]
         looks = [self._static_looks[i] for i in np.flatnonzero(static)]
         start = n
         for body in bodies:
@@ -307,8 +306,7 @@ class Occlusion:
 
     SCALE = 4
 
-    def __init__(self, client: int, buildings: list[tuple[int, int, Box]]) -> None:
-        self.client = client
+    def __init__(self, buildings: list[tuple[int, int, Box]]) -> None:
         self.links = [(body, link) for body, link, _ in buildings]
         self.rgba = [list(b.rgba) for _, _, b in buildings]
         self.corners = np.array([box_corners(b) for _, _, b in buildings]).reshape(-1, 8, 3)
