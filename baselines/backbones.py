@@ -157,21 +157,40 @@ class ResNetFeatures(nn.Module):
         return [c2, c3, c4, c5]
 
 
+#: How the per-stage fusion starts: kaiming (a random projection of both streams) or appearance (the
+#: identity on the appearance half and zero on the second stream's, so a head trained on the appearance
+#: pyramid reads the same features when it first sees the fused one, and the second stream's part grows
+#: from zero).
+FUSE_INITS = ("kaiming", "appearance")
+
+
 class TwoStreamBackbone(nn.Module):
     """Appearance and a second modality (depth: 1 channel, colour-coded flow: 3) through two ResNets;
     at each stage the two feature maps are concatenated and projected back to the appearance width by
     a 1x1 convolution (the VCA papers' per-level fusion). The streams stay separate: fusion outputs
     feed the pyramid, not the next stage."""
 
-    def __init__(self, name: str, weights: str | Path | None = None, second_channels: int = 1, norm: str = "bn"):
+    def __init__(self, name: str, weights: str | Path | None = None, second_channels: int = 1, norm: str = "bn",
+                 fuse_init: str = "kaiming"):
         super().__init__()
         self.appearance = ResNetFeatures(resnet(name, weights, 3, norm), name)
         self.second = ResNetFeatures(resnet(name, weights, second_channels, norm), name)
         self.channels = self.appearance.channels
         self.fuse = nn.ModuleList(nn.Conv2d(2 * c, c, kernel_size=1) for c in self.channels)
-        for conv in self.fuse:
-            nn.init.kaiming_uniform_(conv.weight, a=1)
+        self.init_fuse(fuse_init)
+
+    def init_fuse(self, mode: str) -> None:
+        """(Re)initialise the fusion convolutions (FUSE_INITS)."""
+        if mode not in FUSE_INITS:
+            raise ValueError(f"fuse_init must be one of {FUSE_INITS}, got {mode!r}")
+        for conv, c in zip(self.fuse, self.channels, strict=True):
             nn.init.zeros_(conv.bias)
+            if mode == "kaiming":
+                nn.init.kaiming_uniform_(conv.weight, a=1)
+            else:  # 'appearance': the fused map starts as the appearance map, the second stream's part at zero
+                with torch.no_grad():
+                    conv.weight.zero_()
+                    conv.weight[:, :c, 0, 0] = torch.eye(c)
 
     def forward(self, image: torch.Tensor, second: torch.Tensor) -> list[torch.Tensor]:
         return self.streams(image, second)[0]

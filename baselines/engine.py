@@ -299,6 +299,8 @@ def train(
 
     if not resume and t_cfg["init_from"]:
         init_weights(model, t_cfg["init_from"], cfg["model"]["name"])
+        if hasattr(model, "after_init_from"):  # a model's own step on top of the weights it started from
+            model.after_init_from()
     train_set = spec.datasets(cfg, Path(data_dir), d_cfg["train_split"], True)
     eval_set = None
     if t_cfg["eval_every"] or t_cfg["panels"]:

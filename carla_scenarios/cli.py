@@ -69,6 +69,7 @@ def _towns(args, catalogue) -> list[str]:
 
 def cmd_collect(args) -> int:
     from carla_scenarios import collector as col
+    from carla_scenarios.weather import parse_weather
 
     catalogue = load_catalogue(args.catalogue) if args.catalogue else default_catalogue()
     towns = _towns(args, catalogue)
@@ -76,7 +77,7 @@ def cmd_collect(args) -> int:
     options = col.CollectOptions(
         frames=args.frames, frame_step=args.frame_step, width=args.width, height=args.height, fov=args.fov,
         dt=args.dt, vehicles=args.vehicles, walkers=args.walkers, parked=args.parked, tm_port=args.tm_port,
-        layout=args.layout,
+        layout=args.layout, weather=parse_weather(args.weather), traffic_radius=args.traffic_radius,
     )
     options.validate()
     specs = col.plan_episodes(towns, scenarios, args.episodes, args.seed, catalogue)
@@ -233,6 +234,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--parked", type=int, default=0,
                    help="parked cars along the kerbs of the ego's road, up to 150 m ahead, on both sides: "
                         "static tracks for the motion benchmark, as on KITTI's streets (default 0)")
+    p.add_argument("--weather", default="random",
+                   help="random (default): every CARLA preset, its parameters perturbed per episode; or a comma "
+                        "list of presets to draw from (e.g. ClearNoon,CloudyNoon: KITTI's dry daylight; a dry "
+                        "preset gets no rain added, whose streaks would be noise in optical flow)")
+    p.add_argument("--traffic-radius", type=float, metavar="M",
+                   help="NPC vehicles and walkers start within M metres of the ego's road ahead instead of "
+                        "anywhere in the town: close, visible motion for the motion track (default: anywhere)")
     p.add_argument("--layout", default="ours", choices=("ours", "vca-authors"),
                    help="ours (default): our construction rectangle and parking cluster; vca-authors: the VCA "
                         "authors' layouts from their scenario_runner fork (construction: warning sign, debris and "

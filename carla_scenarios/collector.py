@@ -185,6 +185,8 @@ class CollectOptions:
     tm_port: int = 8000
     record: bool = True  # False: drive and render without decoding or writing (the benchmark's bare loop)
     layout: str = "ours"  # or "vca-authors": the authors' construction and parking layouts
+    weather: tuple[str, ...] | None = None  # presets to draw from (None: all, perturbed); see weather.parse_weather
+    traffic_radius: float | None = None  # NPC vehicles and walkers start within this many metres of the ego's road
 
     def validate(self) -> None:
         if self.frames < 1:
@@ -204,6 +206,8 @@ class CollectOptions:
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise ValueError(f"--{name} must be non-negative, got {value}")
+        if self.traffic_radius is not None and not self.traffic_radius > 0:
+            raise ValueError(f"--traffic-radius must be a positive distance in metres, got {self.traffic_radius}")
 
     @property
     def ticks(self) -> int:
@@ -332,15 +336,32 @@ def command_module(blueprint):
     return command
 
 
+NEAR_TRIES = 400  # navigation-mesh draws for a walker near the ego's road
+
+
+class Nearby:
+    """Where NPCs may start: within `radius` metres (in the ground plane) of any of `xy`, the ego's road
+    ahead; no `Nearby` means anywhere in the town."""
+
+    def __init__(self, xy: np.ndarray, radius: float):
+        self.xy = np.asarray(xy, np.float64).reshape(-1, 2)
+        self.radius = float(radius)
+
+    def __call__(self, loc: carla.Location) -> bool:
+        d = np.hypot(self.xy[:, 0] - loc.x, self.xy[:, 1] - loc.y)
+        return bool(d.size) and float(d.min()) <= self.radius
+
+
 def spawn_traffic(client, world, registry: ActorRegistry, rng: np.random.Generator, count: int,
-                  avoid: list[carla.Location], tm_port: int) -> list:
-    """NPC vehicles on the Traffic Manager's autopilot, at seeded spawn points away from `avoid`."""
+                  avoid: list[carla.Location], tm_port: int, near: Nearby | None = None) -> list:
+    """NPC vehicles on the Traffic Manager's autopilot, at seeded spawn points away from `avoid` (and
+    `near` the ego's road when given)."""
     if count == 0:
         return []
     library = world.get_blueprint_library()
     cars = _cars(library, rng)
     points = [p for p in world.get_map().get_spawn_points()
-              if all(p.location.distance(a) > 15.0 for a in avoid)]
+              if all(p.location.distance(a) > 15.0 for a in avoid) and (near is None or near(p.location))]
     order = rng.permutation(len(points))[:count]
     batch = []
     for k in order:
@@ -355,8 +376,9 @@ def spawn_traffic(client, world, registry: ActorRegistry, rng: np.random.Generat
 
 
 def spawn_walkers(client, world, registry: ActorRegistry, rng: np.random.Generator, count: int,
-                  avoid: list[carla.Location]) -> list:
-    """NPC walkers on the navigation mesh, each with an AI controller walking to a random spot."""
+                  avoid: list[carla.Location], near: Nearby | None = None) -> list:
+    """NPC walkers on the navigation mesh, each with an AI controller walking to a random spot (both
+    `near` the ego's road when given: the spot is drawn again, up to 30 times)."""
     if count == 0:
         return []
     library = world.get_blueprint_library()
@@ -366,7 +388,7 @@ def spawn_walkers(client, world, registry: ActorRegistry, rng: np.random.Generat
     world.set_pedestrians_seed(int(rng.integers(2**31)))
     batch = []
     for _ in range(count):
-        loc = world.get_random_location_from_navigation()
+        loc = navigation_location(world, near=near, strict=False)
         if loc is None or any(loc.distance(a) < 4.0 for a in avoid):
             continue
         bp = walker_bps[int(rng.integers(len(walker_bps)))]
@@ -388,18 +410,30 @@ def spawn_walkers(client, world, registry: ActorRegistry, rng: np.random.Generat
     world.tick()  # controllers need one tick before they can be started
     for c in controllers:
         c.start()
-        c.go_to_location(navigation_location(world))
+        c.go_to_location(navigation_location(world, near=near))
         c.set_max_speed(float(rng.uniform(0.8, 1.8)))
     return walkers
 
 
-def navigation_location(world, tries: int = 50) -> carla.Location:
+def navigation_location(world, tries: int = 50, near: Nearby | None = None, strict: bool = True):
     """A random point of the navigation mesh: a server returns None when its query fails, which
-    `go_to_location` rejects with a Boost ArgumentError, so draw again."""
-    for _ in range(tries):
+    `go_to_location` rejects with a Boost ArgumentError, so draw again. With `near`, a point near the
+    ego's road (up to NEAR_TRIES draws); when none is found, a start (`strict` False) is None and a
+    destination is the last point drawn. No point at all: EpisodeSkipped if `strict`, else None."""
+    last = None
+    for _ in range(tries if near is None else NEAR_TRIES):
         loc = world.get_random_location_from_navigation()
-        if loc is not None:
+        if loc is None:
+            continue
+        last = loc
+        if near is None or near(loc):
             return loc
+    if near is not None and not strict:
+        return None
+    if last is not None:
+        return last
+    if not strict:
+        return None
     raise EpisodeSkipped(f"the navigation mesh gave no walker destination in {tries} tries")
 
 
@@ -495,7 +529,7 @@ def collect_episode(client, spec: EpisodeSpec, options: CollectOptions, data_dir
 
     world = load_town(client, spec.town)
     carla_map = world.get_map()
-    weather, weather_record = random_weather(rng)
+    weather, weather_record = random_weather(rng, options.weather)
     classes = catalogue.unknown_classes(spec.split, spec.scenario)
     tm = client.get_trafficmanager(options.tm_port)
 
@@ -533,8 +567,11 @@ def collect_episode(client, spec: EpisodeSpec, options: CollectOptions, data_dir
         (v_lo, v_hi), (w_lo, w_hi) = TOWN_TRAFFIC.get(spec.town, DEFAULT_TRAFFIC)
         n_vehicles = options.vehicles if options.vehicles is not None else int(rng.integers(v_lo, v_hi + 1))
         n_walkers = options.walkers if options.walkers is not None else int(rng.integers(w_lo, w_hi + 1))
-        npc_vehicles = spawn_traffic(client, world, registry, rng, n_vehicles, avoid, options.tm_port)
-        npc_walkers = spawn_walkers(client, world, registry, rng, n_walkers, avoid)
+        near = None
+        if options.traffic_radius is not None:  # the ego's road, as far as the camera sees it well
+            near = Nearby(route.xyz[route.s <= options.drive_distance() + 60.0, :2], options.traffic_radius)
+        npc_vehicles = spawn_traffic(client, world, registry, rng, n_vehicles, avoid, options.tm_port, near)
+        npc_walkers = spawn_walkers(client, world, registry, rng, n_walkers, avoid, near)
         parked = spawn_parked(world, registry, rng, route, options.parked, [o["route_s"] for o in unknown_objects])
         dynamic = ([(a, "vehicle") for a in npc_vehicles] + [(a, "walker") for a in npc_walkers + scene_walkers]
                    + [(a, "parked") for a in parked])

@@ -27,11 +27,30 @@ def weather_fields(weather: carla.WeatherParameters) -> dict[str, float]:
     return {f: float(getattr(weather, f)) for f in WEATHER_FIELDS}
 
 
-def random_weather(rng: np.random.Generator) -> tuple[carla.WeatherParameters, dict]:
-    """A preset, then its continuous parameters perturbed; returns the weather and its record (the
-    preset's name and all 14 fields)."""
-    name = WEATHER_PRESETS[int(rng.integers(len(WEATHER_PRESETS)))]
-    fields = weather_fields(getattr(carla.WeatherParameters, name))
+def parse_weather(text: str) -> tuple[str, ...] | None:
+    """`--weather`: 'random' (None: every preset, perturbed) or a comma list of preset names, which
+    are drawn from and keep their dryness (a preset without rain gets none added)."""
+    text = text.strip()
+    if text == "random":
+        return None
+    by_lower = {p.lower(): p for p in WEATHER_PRESETS}
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    unknown = [t for t in names if t.lower() not in by_lower]
+    if not names or unknown:
+        raise ValueError(f"--weather: unknown preset {', '.join(unknown) or repr(text)}; expected 'random' or a "
+                         f"comma list of {', '.join(WEATHER_PRESETS)}")
+    return tuple(dict.fromkeys(by_lower[t.lower()] for t in names))
+
+
+def random_weather(rng: np.random.Generator, presets: tuple[str, ...] | None = None
+                   ) -> tuple[carla.WeatherParameters, dict]:
+    """A preset (of `presets`, default all), then its continuous parameters perturbed; returns the
+    weather and its record (the preset's name and all 14 fields). With `presets` given, a dry preset
+    stays dry: no rain, puddles or wetness are added to it (the rain streaks would be flow noise)."""
+    choices = presets or WEATHER_PRESETS
+    name = choices[int(rng.integers(len(choices)))]
+    base = weather_fields(getattr(carla.WeatherParameters, name))
+    fields = dict(base)
     clip = lambda v, lo=0.0, hi=100.0: float(np.clip(v, lo, hi))  # noqa: E731
     fields["cloudiness"] = clip(fields["cloudiness"] + rng.uniform(-15, 15))
     fields["precipitation"] = clip(fields["precipitation"] + rng.uniform(-10, 10))
@@ -42,6 +61,10 @@ def random_weather(rng: np.random.Generator) -> tuple[carla.WeatherParameters, d
     fields["fog_density"] = clip(fields["fog_density"] + rng.uniform(0, 10))
     fields["fog_distance"] = max(fields["fog_distance"], 0.0)
     fields["wetness"] = clip(fields["wetness"] + rng.uniform(-10, 10))
+    if presets:
+        for key in ("precipitation", "precipitation_deposits", "wetness"):
+            if base[key] == 0.0:
+                fields[key] = 0.0
     weather = carla.WeatherParameters(**fields)
     record = {"preset": name} | {f: round(v, 4) for f, v in weather_fields(weather).items()}
     return weather, record

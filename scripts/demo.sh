@@ -56,13 +56,13 @@ step "6/9 prototypes of the unknown objects and their dendrogram (backbone of th
 vca-analyze dendrogram "$DATA" --weights "run:$RUN" --layer layer3 --max-images 20 --out "$OUT/dendrogram.png" \
     --save-prototypes "$OUT/prototypes.npz"
 
-step "7/9 motion track: a busier collection at 640x360 (moving objects of hundreds of pixels, as in KITTI), exported as KITTI-MOTS-style sequences (train and test towns); moving/static proposals from flow"
+step "7/9 motion track: a busier collection at 640x360 in dry daylight, traffic and walkers starting near the ego's road (moving objects of hundreds of pixels, as in KITTI), exported as KITTI-MOTS-style sequences (train and test towns); moving/static proposals from flow"
 MOTS=$OUT/carla_mots
 MW=$OUT/motion_world
 vca-carla collect --split train --scenario all --episodes 1 --frames 20 --width 640 --height 360 --parked 6 \
-    --vehicles 60 --walkers 40 --out "$MW"
+    --vehicles 30 --walkers 30 --weather ClearNoon,CloudyNoon,ClearSunset --traffic-radius 50 --out "$MW"
 vca-carla collect --split test --scenario all --episodes 1 --frames 20 --width 640 --height 360 --parked 6 \
-    --vehicles 60 --walkers 40 --out "$MW" --seed 100
+    --vehicles 30 --walkers 30 --weather ClearNoon,CloudyNoon,ClearSunset --traffic-radius 50 --out "$MW" --seed 100
 vca-carla export "$MW" --format kitti-mots --split train --out "$MOTS/train"
 vca-carla export "$MW" --format kitti-mots --split test --out "$MOTS/test"
 # the flow PNGs land where VCANet's flow cache looks (ROOT/vca_flow), so step 9 reuses them

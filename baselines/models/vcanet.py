@@ -38,6 +38,8 @@ from vca_data.labels import NUM_TRAIN_CLASSES, THING_TRAIN_IDS, VOID
 #: The class-agnostic head's categories (the authors' ca_head num_classes=3: background + these two).
 MOTION_CATEGORIES = ("moving", "static")
 PHASES = (1, 2)
+#: How phase 2 starts its class-agnostic head: random (the authors') or from the phase-1 instance head.
+CA_INITS = ("random", "instance")
 
 
 class SemanticHead(nn.Module):
@@ -77,13 +79,19 @@ class VCANet(nn.Module):
         semantic_channels: int = 256,
         semantic_convs: int = 5,
         semantic_weight: float = 1.0,
+        fuse_init: str = "kaiming",
+        class_agnostic_init: str = "random",
     ):
         super().__init__()
+        if class_agnostic_init not in CA_INITS:
+            raise ValueError(f"VCANet: class_agnostic_init must be one of {CA_INITS}, got {class_agnostic_init!r}")
+        self.class_agnostic_init = class_agnostic_init
+        self.fuse_init = fuse_init
         if phase not in PHASES:
             raise ValueError(f"VCANet: phase must be 1 (panoptic) or 2 (class-agnostic), got {phase!r}")
         self.phase = int(phase)
         self.semantic_weight = float(semantic_weight)
-        self.body = TwoStreamBackbone(backbone, weights, 3, norm)
+        self.body = TwoStreamBackbone(backbone, weights, 3, norm, fuse_init)
         self.fpn = FPN(self.body.channels, fpn_channels, extra_level=True)
         instance = instance or SoloConfig(num_classes=len(THING_TRAIN_IDS))
         class_agnostic = class_agnostic or SoloConfig(num_classes=len(MOTION_CATEGORIES))
@@ -97,6 +105,27 @@ class VCANet(nn.Module):
                 module.requires_grad_(False)
 
     input_keys = ("image", "flow")
+
+    def after_init_from(self) -> list[str]:
+        """Called once a new run has loaded another run's weights (train.init_from). In phase 2 the
+        fusion convolutions, which phase 1 never trains, get this run's fuse_init; with
+        class_agnostic_init 'instance' the class-agnostic head starts from the phase-1 instance head
+        (towers and mask convolutions; the category convolution, whose classes differ, keeps its
+        focal-loss prior). Returns the names of the head's tensors copied."""
+        if self.phase != 2:
+            return []
+        self.body.init_fuse(self.fuse_init)
+        if self.class_agnostic_init != "instance":
+            return []
+        source, copied = self.instance_head.state_dict(), []
+        own = self.ca_head.state_dict()
+        for name, value in source.items():
+            if name.startswith("cate.") or name not in own or own[name].shape != value.shape:
+                continue
+            own[name] = value.clone()
+            copied.append(name)
+        self.ca_head.load_state_dict(own)
+        return copied
 
     def panoptic_modules(self) -> list[nn.Module]:
         return [self.body.appearance, self.fpn, self.instance_head, self.semantic_head]
@@ -194,13 +223,15 @@ def solo_config(section: dict, num_classes: int, in_channels: int) -> SoloConfig
 
 def vcanet(backbone: str = "resnet50", weights=None, norm: str = "frozen_bn", fpn_channels: int = 256, phase: int = 1,
            instance: dict | None = None, class_agnostic: dict | None = None, semantic_channels: int = 256,
-           semantic_convs: int = 5, semantic_weight: float = 1.0) -> VCANet:
+           semantic_convs: int = 5, semantic_weight: float = 1.0, fuse_init: str = "kaiming",
+           class_agnostic_init: str = "random") -> VCANet:
     """VCANet from the config's model section (see MODEL_DEFAULTS)."""
     inst = solo_config(instance or MODEL_DEFAULTS["instance"], len(THING_TRAIN_IDS), fpn_channels)
     ca = solo_config(class_agnostic or MODEL_DEFAULTS["class_agnostic"], len(MOTION_CATEGORIES), fpn_channels)
     return VCANet(backbone=backbone, weights=weights, norm=norm, fpn_channels=fpn_channels, phase=phase,
                   instance=inst, class_agnostic=ca, semantic_channels=semantic_channels,
-                  semantic_convs=semantic_convs, semantic_weight=semantic_weight)
+                  semantic_convs=semantic_convs, semantic_weight=semantic_weight, fuse_init=fuse_init,
+                  class_agnostic_init=class_agnostic_init)
 
 
 _SOLO = _solo_section(SoloConfig(num_classes=1))
@@ -213,6 +244,8 @@ MODEL_DEFAULTS: dict = {
     "semantic_channels": 256,    # configs/models/panoptic_head.py: 256 channels
     "semantic_convs": 5,
     "semantic_weight": 1.0,
+    "fuse_init": "kaiming",      # per-stage fusion 1x1 convs: kaiming | appearance (identity on RGB, 0 on flow)
+    "class_agnostic_init": "random",  # phase 2's class-agnostic head: random | instance (phase 1's instance head)
     "instance": dict(_SOLO),     # configs/models/bbox_head.py (DecoupledSOLOHead), see baselines/solo.py
     "class_agnostic": dict(_SOLO),  # configs/models/ca_motion_head.py: the same head, 2 categories
 }
@@ -236,6 +269,13 @@ def validate_vcanet(cfg: dict, source: str) -> None:
             raise ConfigError(f"{source}: model.{head}: score_thr and mask_thr in [0, 1], stacked_convs >= 0")
     if m["fpn_channels"] < 1 or m["semantic_channels"] < 1 or m["semantic_convs"] < 0 or m["semantic_weight"] < 0:
         raise ConfigError(f"{source}: model.fpn_channels, semantic_channels >= 1, semantic_convs, semantic_weight >= 0")
+    from baselines.backbones import FUSE_INITS
+
+    if m["fuse_init"] not in FUSE_INITS:
+        raise ConfigError(f"{source}: model.fuse_init must be one of {list(FUSE_INITS)}, got {m['fuse_init']!r}")
+    if m["class_agnostic_init"] not in CA_INITS:
+        raise ConfigError(f"{source}: model.class_agnostic_init must be one of {list(CA_INITS)}, "
+                          f"got {m['class_agnostic_init']!r}")
     if d["flow"] not in FLOW_MODES:
         raise ConfigError(f"{source}: data.flow must be one of {list(FLOW_MODES)} (suppressed = ego-flow "
                           f"suppression, Table 4's EFS), got {d['flow']!r}")

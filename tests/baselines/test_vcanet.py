@@ -14,10 +14,10 @@ TINY_SOLO = SoloConfig(num_classes=1, in_channels=16, seg_feat_channels=16, stac
                        num_grids=(8, 6, 5, 4, 3))
 
 
-def tiny(phase: int = 1) -> VCANet:
+def tiny(phase: int = 1, **kw) -> VCANet:
     torch.manual_seed(0)
     return VCANet(backbone="resnet18", weights=None, norm="bn", fpn_channels=16, phase=phase, instance=TINY_SOLO,
-                  class_agnostic=TINY_SOLO, semantic_channels=16, semantic_convs=1)
+                  class_agnostic=TINY_SOLO, semantic_channels=16, semantic_convs=1, **kw)
 
 
 def batch() -> dict:
@@ -86,3 +86,37 @@ def test_predict_shapes_and_phase_check():
     with pytest.raises(KeyError, match="flow"):
         model.predict({"image": torch.zeros(1, 3, H, W)})
 
+
+
+def test_phase_two_can_start_from_the_appearance_pyramid_and_the_instance_head():
+    """fuse_init 'appearance': at the start of phase 2 the fused stages equal the appearance stages (the
+    flow's part of each 1x1 fusion is zero, whatever phase 1 saved there), and class_agnostic_init
+    'instance' copies the phase-1 instance head's towers and mask convolutions into the class-agnostic
+    head (not its category convolution). Training then brings the flow in."""
+    first = tiny(1)
+    fit(first, steps=3)
+    second = tiny(2, fuse_init="appearance", class_agnostic_init="instance")
+    second.load_state_dict(first.state_dict())
+    copied = second.after_init_from()
+    assert copied and not any(name.startswith("cate.") for name in copied)
+    inst, ca = first.instance_head.state_dict(), second.ca_head.state_dict()
+    assert all(torch.equal(inst[name], ca[name]) for name in copied)
+    assert {n for n in inst if n.startswith(("mask_x_tower.", "mask_y_tower.", "cate_tower.", "mask_x.", "mask_y."))
+            } <= set(copied)
+    b = batch()
+    second.eval()
+    with torch.no_grad():
+        fused, appearance = second.body.streams(b["image"], b["flow"])
+    for f, a in zip(fused, appearance, strict=True):
+        torch.testing.assert_close(f, a)
+    losses = fit(second, steps=25)
+    assert losses[-1] < 0.6 * losses[0], losses
+    second.eval()
+    with torch.no_grad():
+        fused, appearance = second.body.streams(b["image"], b["flow"])
+    assert not torch.allclose(fused[0], appearance[0])  # the flow's part has grown
+    with pytest.raises(ValueError, match="class_agnostic_init"):
+        tiny(2, class_agnostic_init="copy")
+    with pytest.raises(ValueError, match="fuse_init"):
+        tiny(1, fuse_init="zeros")
+    assert tiny(1, class_agnostic_init="instance").after_init_from() == []  # phase 1 keeps its own heads

@@ -245,3 +245,30 @@ def test_parked_cars_stand_at_the_kerb_and_are_recorded_as_static_tracks(offline
     assert not result.collisions
     with pytest.raises(ValueError, match="--parked"):
         CollectOptions(parked=-1).validate()
+
+
+def test_traffic_radius_and_weather_presets_give_close_traffic_in_dry_daylight(offline_client, tmp_path):
+    """--traffic-radius M: NPC vehicles and walkers start near the ego's road ahead (not anywhere in the
+    town); --weather PRESETS: the episode's weather is one of them and a dry preset stays dry."""
+    def first_distances(result):
+        tracks = read_tracks(result.path)["tracks"]
+        with EpisodeReader(result.path) as ep:
+            x, y = np.asarray(ep.column("ego_pose"))[0, :2, 3]
+        ego = np.array([x, -y])  # ego_pose's world has CARLA's y negated; the tracks are in CARLA's frame
+        return [float(np.hypot(*(np.array(t["states"][0][:2]) - ego)))
+                for t in tracks.values() if t["kind"] in ("vehicle", "walker")]
+
+    spec = EpisodeSpec("Town03", "parking", 2, "train")
+    base = dict(frames=2, frame_step=2, width=64, height=48, vehicles=8, walkers=8)
+    near = collect_episode(offline_client, spec, CollectOptions(**base, traffic_radius=25.0, weather=("ClearNoon",)),
+                           tmp_path / "near", "offline")
+    far = collect_episode(offline_client, spec, CollectOptions(**base), tmp_path / "far", "offline")
+    d_near, d_far = first_distances(near), first_distances(far)
+    reach = 25.0 + CollectOptions(**base).drive_distance() + 60.0 + 5.0  # radius + the road ahead + warm-up motion
+    assert len(d_near) >= 8 and max(d_near) <= reach, d_near
+    assert np.median(d_far) > 2 * np.median(d_near), (d_far, d_near)
+    with EpisodeReader(near.path) as ep:
+        w = ep.attrs["weather"]
+    assert w["preset"] == "ClearNoon" and w["precipitation"] == w["precipitation_deposits"] == w["wetness"] == 0.0
+    with pytest.raises(ValueError, match="--traffic-radius"):
+        CollectOptions(traffic_radius=0.0).validate()

@@ -12,6 +12,7 @@ from carla_scenarios.collector import (
     random_weather,
     shard_episodes,
 )
+from carla_scenarios.weather import parse_weather
 from vca_data.labels import default_catalogue
 
 
@@ -64,6 +65,23 @@ def test_episode_randomness_comes_from_the_seed_alone():
     records = [random_weather(np.random.default_rng(s))[1] for s in range(30)]
     assert len({r["preset"] for r in records}) > 4
     assert all(0 <= r["cloudiness"] <= 100 and -90 <= r["sun_altitude_angle"] <= 90 for r in records)
+
+
+def test_weather_presets_are_parsed_drawn_from_and_kept_dry():
+    assert parse_weather("random") is None
+    assert parse_weather(" clearnoon, CloudyNoon ,ClearNoon") == ("ClearNoon", "CloudyNoon")
+    for bad in ("Sunny", "ClearNoon,Sunny", ","):
+        with pytest.raises(ValueError, match="--weather"):
+            parse_weather(bad)
+    records = [random_weather(np.random.default_rng(s), ("ClearNoon", "CloudyNoon"))[1] for s in range(40)]
+    assert {r["preset"] for r in records} == {"ClearNoon", "CloudyNoon"}
+    assert all(r["precipitation"] == r["precipitation_deposits"] == r["wetness"] == 0.0 for r in records)
+    assert len({r["cloudiness"] for r in records}) > 10     # still perturbed
+    wet = [random_weather(np.random.default_rng(s), ("HardRainNoon",))[1] for s in range(5)]
+    assert all(r["precipitation"] > 50 for r in wet)
+    # the default draws from all presets and may add a drizzle to a dry one, as before
+    assert any(r["preset"].startswith("Clear") and r["precipitation"] > 0
+               for r in (random_weather(np.random.default_rng(s))[1] for s in range(200)))
 
 
 def test_cli_lists_towns_and_scenarios(capsys):
