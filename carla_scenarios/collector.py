@@ -378,7 +378,7 @@ def spawn_traffic(client, world, registry: ActorRegistry, rng: np.random.Generat
 def spawn_walkers(client, world, registry: ActorRegistry, rng: np.random.Generator, count: int,
                   avoid: list[carla.Location], near: Nearby | None = None) -> list:
     """NPC walkers on the navigation mesh, each with an AI controller walking to a random spot (both
-    `near` the ego's road when given: the spot is drawn again, up to 30 times)."""
+    `near` the ego's road when given: the spot is drawn again, up to NEAR_TRIES times)."""
     if count == 0:
         return []
     library = world.get_blueprint_library()
